@@ -1,0 +1,209 @@
+//! Group commit: one thread gathers the commit groups of many actors into
+//! one RocksDB write batch and one fsync, then answers each group.
+//!
+//! Why a dedicated thread: an fsync blocks its thread for its whole
+//! duration (hundreds of microseconds to milliseconds). On the commit thread
+//! that time is when the next batch gathers; on an actor's arbiter it
+//! would stall every actor of the shard. Why one: sequence numbers are
+//! assigned in the order groups are written, and one writer keeps that order
+//! without a lock.
+//!
+//! The loop: wait for one group, take every group already queued (up to
+//! `commit_batch_events_max` events), number the events, write them with
+//! `sync = true`, then answer every group of the batch. A write or fsync
+//! failure answers the batch with an error and stops the engine for good:
+//! actors have already applied those events in memory, so carrying on would
+//! answer from state the disk does not have (fail-stop).
+
+use crate::config::Durability;
+use crate::error::EngineError;
+use loyalty_persistence::{CommitGroup, Store};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::oneshot;
+use tracing::{error, info};
+
+/// The last sequence number of a durable group.
+pub type Durable = Result<u64, EngineError>;
+
+struct Job {
+    group: CommitGroup,
+    reply: oneshot::Sender<Durable>,
+}
+
+/// Upper bounds, in microseconds, of the fsync latency histogram buckets.
+pub const FSYNC_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+/// Upper bounds of the batch-size histogram buckets, in events.
+pub const BATCH_BUCKETS_EVENTS: [u64; 10] = [1, 2, 4, 8, 16, 64, 256, 1_024, 4_096, 16_384];
+
+/// Counters the commit thread keeps; read by `/metrics` and benchmarks.
+#[derive(Default)]
+pub struct CommitStats {
+    pub batches: AtomicU64,
+    pub groups: AtomicU64,
+    pub events: AtomicU64,
+    pub write_us_total: AtomicU64,
+    /// Cumulative counts per [`FSYNC_BUCKETS_US`] bucket (+ one for "more").
+    pub write_us_buckets: [AtomicU64; 13],
+    /// Cumulative counts per [`BATCH_BUCKETS_EVENTS`] bucket (+ one for "more").
+    pub batch_events_buckets: [AtomicU64; 11],
+    /// The sequence number of the newest durable event.
+    pub durable_sequence: AtomicU64,
+}
+
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len())
+}
+
+/// The actors' side of the commit thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    tx: SyncSender<Job>,
+    failed: Arc<AtomicBool>,
+    pub stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    /// Starts the commit thread. Sequence numbers continue from `next_sequence`.
+    pub fn start(
+        store: Store,
+        next_sequence: u64,
+        queue_max: usize,
+        batch_events_max: usize,
+        durability: Durability,
+    ) -> (Committer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::sync_channel(queue_max);
+        let failed = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(CommitStats::default());
+        stats
+            .durable_sequence
+            .store(next_sequence - 1, Ordering::Relaxed);
+        let thread = {
+            let failed = failed.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("loyalty-commit".into())
+                .spawn(move || {
+                    run(
+                        store,
+                        rx,
+                        next_sequence,
+                        batch_events_max,
+                        durability,
+                        &failed,
+                        &stats,
+                    )
+                })
+                .expect("spawn the commit thread")
+        };
+        (Committer { tx, failed, stats }, thread)
+    }
+
+    /// Queues a group. The receiver answers once the group is durable.
+    /// Refuses at once when the queue is full or the engine has stopped, so
+    /// the caller can leave its state untouched.
+    pub fn submit(&self, group: CommitGroup) -> Result<oneshot::Receiver<Durable>, EngineError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { group, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(EngineError::Stopped("commit thread has exited".into()))
+            }
+        }
+    }
+
+    /// Whether a write failed and the engine has stopped.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+fn stopped() -> EngineError {
+    EngineError::Stopped(
+        "a write to the data directory failed; the engine stopped to avoid answering wrongly"
+            .into(),
+    )
+}
+
+fn run(
+    store: Store,
+    rx: Receiver<Job>,
+    mut next_sequence: u64,
+    batch_events_max: usize,
+    durability: Durability,
+    failed: &AtomicBool,
+    stats: &CommitStats,
+) {
+    let mut jobs: Vec<Job> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        let mut events = jobs[0].group.events.len();
+        while events < batch_events_max {
+            match rx.try_recv() {
+                Ok(job) => {
+                    events += job.group.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if failed.load(Ordering::Acquire) {
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(stopped()));
+            }
+            continue;
+        }
+        let mut batch = store.batch();
+        let mut seq = next_sequence;
+        let lasts: Vec<u64> = jobs
+            .iter()
+            .map(|job| store.add_group(&mut batch, &job.group, &mut seq))
+            .collect();
+        let started = Instant::now();
+        let written = store.write(batch, durability == Durability::Fsync);
+        let write_us = started.elapsed().as_micros() as u64;
+        match written {
+            Ok(()) => {
+                next_sequence = seq;
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.groups.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                stats.events.fetch_add(events as u64, Ordering::Relaxed);
+                stats.write_us_total.fetch_add(write_us, Ordering::Relaxed);
+                stats.write_us_buckets[bucket(&FSYNC_BUCKETS_US, write_us)]
+                    .fetch_add(1, Ordering::Relaxed);
+                stats.batch_events_buckets[bucket(&BATCH_BUCKETS_EVENTS, events as u64)]
+                    .fetch_add(1, Ordering::Relaxed);
+                stats
+                    .durable_sequence
+                    .store(next_sequence - 1, Ordering::Release);
+                for (job, last) in jobs.drain(..).zip(lasts) {
+                    // A caller that gave up waiting is no reason to stop.
+                    let _ = job.reply.send(Ok(last));
+                }
+            }
+            Err(err) => {
+                failed.store(true, Ordering::Release);
+                error!(cause = %err, groups = jobs.len(), "write to the data directory failed; stopping the engine");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(stopped()));
+                }
+            }
+        }
+    }
+    info!(
+        next_sequence,
+        "commit thread finished: every queued group was written"
+    );
+}

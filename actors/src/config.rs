@@ -1,0 +1,56 @@
+//! [`EngineConfig`]: every knob and limit of the runtime, with defaults
+//! that suit a laptop.
+
+use std::time::Duration;
+
+/// When an answer of success may be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After the write-ahead log is fsync'd. The default, and the contract.
+    Fsync,
+    /// After the write reaches the operating system, before the fsync: a
+    /// machine crash can lose acknowledged transactions. Only when the
+    /// operator asks for it by name; the engine says so at start-up.
+    UnsafeNoFsync,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Arbiters (threads) that host enrollment actors. Default: one per core.
+    pub shards: usize,
+    /// An enrollment idle this long is snapshotted and dropped from memory.
+    pub passivate_after: Duration,
+    /// How often each actor checks for idleness and due expiry.
+    pub tick_interval: Duration,
+    /// A snapshot is written whenever an enrollment's version crosses a
+    /// multiple of this many events.
+    pub snapshot_every_events: u64,
+    /// Commands admitted but not yet answered, engine-wide. Beyond it a
+    /// command is refused as overloaded.
+    pub inflight_max: usize,
+    /// Messages waiting in one enrollment actor's mailbox.
+    pub enrollment_mailbox_max: usize,
+    /// Commit groups waiting for the commit thread.
+    pub commit_queue_max: usize,
+    /// Events in one write batch (one fsync).
+    pub commit_batch_events_max: usize,
+    pub durability: Durability,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            passivate_after: Duration::from_secs(300),
+            tick_interval: Duration::from_secs(5),
+            snapshot_every_events: 64,
+            inflight_max: 65_536,
+            enrollment_mailbox_max: 1_024,
+            commit_queue_max: 65_536,
+            commit_batch_events_max: 16_384,
+            durability: Durability::Fsync,
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! [`Engine`]: the handle the front doors hold. It admits a command (or
+//! refuses it when the engine is saturated), routes it to the shard that
+//! owns its enrollment, and awaits the answer, which arrives only after the
+//! fsync that covers it.
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::commit::{CommitStats, Committer};
+use crate::config::{Durability, EngineConfig};
+use crate::enrollment_actor::{Balance, Transact};
+use crate::error::EngineError;
+use crate::runtime::{ProgramCache, Runtime};
+use crate::shard::Shard;
+use actix::prelude::*;
+use loyalty_engine::enrollment::{BalanceView, Request};
+use loyalty_engine::idempotency::IdempotencyKey;
+use loyalty_engine::program::Program;
+use loyalty_engine::{BusinessId, EnrollmentId};
+use loyalty_persistence::keys::catalog::PROGRAM_PREFIX;
+use loyalty_persistence::{RecoveryReport, Store, StoredAnswer};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+pub struct Engine {
+    rt: Arc<Runtime>,
+    shards: Vec<Addr<Shard>>,
+    arbiters: Vec<Arbiter>,
+    commit_thread: Option<JoinHandle<()>>,
+    /// Commands admitted and not yet answered.
+    inflight: Arc<AtomicUsize>,
+    pub catalog: Catalog,
+}
+
+/// Holds one unit of the engine's in-flight budget until dropped.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Engine {
+    /// Starts the commit thread and one shard per configured arbiter. Must
+    /// be called inside a running actix `System` (as `actix_web::main` or
+    /// `actix_rt::test` provide).
+    pub fn start(
+        store: Store,
+        recovered: &RecoveryReport,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, EngineError> {
+        if config.durability == Durability::UnsafeNoFsync {
+            warn!("durability is UNSAFE-NO-FSYNC: answers are given before the fsync; a machine crash can lose acknowledged transactions");
+        }
+        let programs = ProgramCache::default();
+        for program in store.catalog_scan::<Program>(&[PROGRAM_PREFIX])? {
+            programs.insert(program);
+        }
+        let (committer, commit_thread) = Committer::start(
+            store.clone(),
+            recovered.next_sequence,
+            config.commit_queue_max,
+            config.commit_batch_events_max,
+            config.durability,
+        );
+        let rt = Arc::new(Runtime {
+            store,
+            committer,
+            clock,
+            programs,
+            config: config.clone(),
+            active_enrollments: AtomicU64::new(0),
+        });
+        let mut arbiters = Vec::new();
+        let mut shards = Vec::new();
+        for _ in 0..config.shards.max(1) {
+            let arbiter = Arbiter::new();
+            let shard_rt = rt.clone();
+            // The shard's mailbox is created here with its bound, so the
+            // address never refuses early at actix's default capacity.
+            let (tx, rx) = actix::dev::channel::channel::<Shard>(config.inflight_max.max(1));
+            arbiter.spawn_fn(move || {
+                Context::with_receiver(rx).run(Shard::new(shard_rt));
+            });
+            shards.push(Addr::new(tx));
+            arbiters.push(arbiter);
+        }
+        info!(
+            shards = shards.len(),
+            next_sequence = recovered.next_sequence,
+            "engine started"
+        );
+        Ok(Engine {
+            catalog: Catalog::new(rt.clone()),
+            rt,
+            shards,
+            arbiters,
+            commit_thread: Some(commit_thread),
+            inflight: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn admit(&self) -> Result<Admission, EngineError> {
+        if self.rt.committer.has_failed() {
+            return Err(EngineError::Stopped(
+                "a write failed; the engine has stopped".into(),
+            ));
+        }
+        let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let admission = Admission(self.inflight.clone());
+        if before >= self.rt.config.inflight_max {
+            return Err(EngineError::Overloaded);
+        }
+        Ok(admission)
+    }
+
+    fn shard(&self, id: EnrollmentId) -> &Addr<Shard> {
+        // UUIDv7's low bits are random, so they spread enrollments evenly.
+        let low = u64::from_le_bytes(id.as_bytes()[8..16].try_into().expect("8 bytes"));
+        &self.shards[(low % self.shards.len() as u64) as usize]
+    }
+
+    /// Earn, redeem or reverse on one enrollment. Answers once durable.
+    pub async fn transact(
+        &self,
+        business_id: BusinessId,
+        enrollment_id: EnrollmentId,
+        key: IdempotencyKey,
+        request: Request,
+    ) -> Result<StoredAnswer, EngineError> {
+        let _admission = self.admit()?;
+        let (reply, answer) = oneshot::channel();
+        let msg = Transact {
+            business_id,
+            enrollment_id,
+            key,
+            request,
+            reply,
+        };
+        self.shard(enrollment_id)
+            .try_send(msg)
+            .map_err(|_| EngineError::Overloaded)?;
+        answer
+            .await
+            .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
+    }
+
+    /// The balance as of the newest durable version.
+    pub async fn balance(
+        &self,
+        business_id: BusinessId,
+        enrollment_id: EnrollmentId,
+    ) -> Result<BalanceView, EngineError> {
+        let _admission = self.admit()?;
+        let (reply, view) = oneshot::channel();
+        let msg = Balance {
+            business_id,
+            enrollment_id,
+            reply,
+        };
+        self.shard(enrollment_id)
+            .try_send(msg)
+            .map_err(|_| EngineError::Overloaded)?;
+        view.await
+            .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.rt.store
+    }
+
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.rt.committer.stats
+    }
+
+    /// Enrollment actors in memory now.
+    pub fn active_enrollments(&self) -> u64 {
+        self.rt.active_enrollments.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write failed, so the process must stop.
+    pub fn has_failed(&self) -> bool {
+        self.rt.committer.has_failed()
+    }
+
+    /// Stops the shards, lets the commit thread write what is queued, and
+    /// waits for it. Call after the front doors stopped taking requests.
+    pub fn shutdown(mut self) {
+        for arbiter in self.arbiters.drain(..) {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+        self.shards.clear();
+        let commit_thread = self.commit_thread.take();
+        drop(self);
+        if let Some(thread) = commit_thread {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The enrollment actor: owns one enrollment's state, decides its commands
+//! one at a time, and answers each only once its events are durable.
+//!
+//! The state is changed in memory as soon as a decision is queued for
+//! commit, so the next command is decided without waiting for the disk;
+//! answers still wait for the fsync that covers them. Queries answer from
+//! the newest *durable* version, never from state a crash could take back.
+
+use crate::error::EngineError;
+use crate::runtime::Runtime;
+use crate::shard::{PassivateRequest, Shard};
+use actix::prelude::*;
+use loyalty_engine::enrollment::{
+    self, settle, BalanceView, Decision, Enrollment, EnrollmentEvent, Request,
+};
+use loyalty_engine::idempotency::{self, IdempotencyKey};
+use loyalty_engine::program::Program;
+use loyalty_engine::{BusinessId, DomainEvent, EnrollmentId, EventId, Timestamp, TransactionId};
+use loyalty_persistence::{CommitGroup, IdempotencyRecord, LogRecord, Put, Store, StoredAnswer};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub(crate) type AnswerReply = oneshot::Sender<Result<StoredAnswer, EngineError>>;
+pub(crate) type ViewReply = oneshot::Sender<Result<BalanceView, EngineError>>;
+
+/// Earn, redeem or reverse, with its idempotency key.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Transact {
+    pub business_id: BusinessId,
+    pub enrollment_id: EnrollmentId,
+    pub key: IdempotencyKey,
+    pub request: Request,
+    pub reply: AnswerReply,
+}
+
+/// The balance and tier, as of the newest durable version.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Balance {
+    pub business_id: BusinessId,
+    pub enrollment_id: EnrollmentId,
+    pub reply: ViewReply,
+}
+
+/// From the shard: stop (the shard has forgotten this actor) or stay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PassivateAnswer {
+    pub stop: bool,
+}
+
+/// Someone waiting for a version to become durable.
+enum Waiter {
+    Answer(StoredAnswer, AnswerReply),
+    View(ViewReply),
+}
+
+impl Waiter {
+    fn resolve(self, view: &BalanceView) {
+        // A caller that stopped waiting is not an error.
+        match self {
+            Waiter::Answer(answer, reply) => drop(reply.send(Ok(answer))),
+            Waiter::View(reply) => drop(reply.send(Ok(view.clone()))),
+        }
+    }
+
+    fn fail(self, err: EngineError) {
+        match self {
+            Waiter::Answer(_, reply) => drop(reply.send(Err(err))),
+            Waiter::View(reply) => drop(reply.send(Err(err))),
+        }
+    }
+}
+
+/// A version applied in memory, waiting for its fsync.
+struct InflightVersion {
+    version: u64,
+    view: BalanceView,
+    waiters: Vec<Waiter>,
+}
+
+/// An idempotency key whose record is not durable yet, so not yet readable
+/// from the store.
+struct InflightKey {
+    request: Request,
+    answer: StoredAnswer,
+    version: u64,
+}
+
+pub(crate) struct EnrollmentActor {
+    rt: Arc<Runtime>,
+    shard: Addr<Shard>,
+    program: Arc<Program>,
+    /// The newest state, including versions not yet durable.
+    state: Enrollment,
+    /// The view at the newest durable version: what queries answer.
+    durable: BalanceView,
+    /// Versions applied but not yet durable, oldest first.
+    inflight: VecDeque<InflightVersion>,
+    inflight_keys: HashMap<String, InflightKey>,
+    /// Version of the newest durable snapshot (0: none).
+    snapshot_version: u64,
+    /// A snapshot queued for commit but not durable yet.
+    snapshot_queued: Option<u64>,
+    /// Messages handled from the shard: the shard compares it with what it
+    /// forwarded before letting this actor go.
+    handled: u64,
+    last_used: Instant,
+    passivating: bool,
+    /// Set when a commit failed: this actor's memory is ahead of the disk
+    /// and it must never answer again.
+    broken: Option<EngineError>,
+}
+
+impl EnrollmentActor {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        shard: Addr<Shard>,
+        program: Arc<Program>,
+        state: Enrollment,
+        snapshot_version: u64,
+    ) -> Self {
+        let durable = state.view();
+        EnrollmentActor {
+            rt,
+            shard,
+            program,
+            state,
+            durable,
+            inflight: VecDeque::new(),
+            inflight_keys: HashMap::new(),
+            snapshot_version,
+            snapshot_queued: None,
+            handled: 0,
+            last_used: Instant::now(),
+            passivating: false,
+            broken: None,
+        }
+    }
+
+    fn id(&self) -> EnrollmentId {
+        self.state.enrollment_id
+    }
+
+    /// Turns a decision's events into log records with fresh event ids.
+    fn records(&self, events: &[EnrollmentEvent], now: Timestamp) -> Vec<LogRecord> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| LogRecord {
+                aggregate_id: self.id().0,
+                version: self.state.version + 1 + i as u64,
+                event_id: EventId(Uuid::now_v7()),
+                business_id: self.state.business_id,
+                recorded_at: now,
+                event: DomainEvent::Enrollment(event.clone()),
+            })
+            .collect()
+    }
+
+    /// Queues a decision for commit and applies it in memory. On refusal
+    /// (queue full, engine stopped) nothing changes.
+    fn submit(
+        &mut self,
+        decision: Decision,
+        records: &[LogRecord],
+        mut puts: Vec<Put>,
+        ctx: &mut Context<Self>,
+    ) -> Result<u64, EngineError> {
+        let every = self.rt.config.snapshot_every_events.max(1);
+        let snapshot = decision.state.version / every != self.state.version / every;
+        if snapshot {
+            puts.push(Store::snapshot_put(&decision.state)?);
+        }
+        let events = records
+            .iter()
+            .map(Store::encode_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rx = self.rt.committer.submit(CommitGroup { events, puts })?;
+        self.state = decision.state;
+        let version = self.state.version;
+        if snapshot {
+            self.snapshot_queued = Some(version);
+        }
+        self.inflight.push_back(InflightVersion {
+            version,
+            view: self.state.view(),
+            waiters: Vec::new(),
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(rx).map(move |durable, act, _| {
+                let durable = durable.unwrap_or_else(|_| {
+                    Err(EngineError::Stopped("the commit thread exited".into()))
+                });
+                act.on_durable(version, durable.map(|_| ()));
+            }),
+        );
+        Ok(version)
+    }
+
+    /// A commit covering versions up to `version` finished.
+    fn on_durable(&mut self, version: u64, result: Result<(), EngineError>) {
+        if let Err(err) = result {
+            self.broken = Some(err.clone());
+            for entry in self.inflight.drain(..) {
+                for waiter in entry.waiters {
+                    waiter.fail(err.clone());
+                }
+            }
+            self.inflight_keys.clear();
+            return;
+        }
+        while self.inflight.front().is_some_and(|e| e.version <= version) {
+            let entry = self.inflight.pop_front().expect("checked non-empty");
+            for waiter in entry.waiters {
+                waiter.resolve(&entry.view);
+            }
+            self.durable = entry.view;
+        }
+        self.inflight_keys.retain(|_, k| k.version > version);
+        if let Some(queued) = self.snapshot_queued.filter(|v| *v <= version) {
+            self.snapshot_version = queued;
+            self.snapshot_queued = None;
+        }
+    }
+
+    /// Answers `waiter` once `version` is durable (at once if it is).
+    fn when_durable(&mut self, version: u64, waiter: Waiter) {
+        if version <= self.durable.version {
+            waiter.resolve(&self.durable);
+            return;
+        }
+        match self.inflight.iter_mut().find(|e| e.version >= version) {
+            Some(entry) => entry.waiters.push(waiter),
+            None => waiter.fail(EngineError::Stopped(
+                "version is neither durable nor in flight".into(),
+            )),
+        }
+    }
+
+    fn transact(&mut self, msg: Transact, ctx: &mut Context<Self>) {
+        let Transact {
+            business_id,
+            key,
+            request,
+            reply,
+            ..
+        } = msg;
+        if business_id != self.state.business_id {
+            let _ = reply.send(Err(EngineError::NotFound { what: "enrollment" }));
+            return;
+        }
+        // The same key seen before: the first answer again, or a conflict.
+        if let Some(first) = self.inflight_keys.get(key.as_str()) {
+            match idempotency::replay(&first.request, &first.answer, &request) {
+                Ok(answer) => {
+                    let (answer, version) = (answer.clone(), first.version);
+                    self.when_durable(version, Waiter::Answer(answer, reply));
+                }
+                Err(err) => drop(reply.send(Err(err.into()))),
+            }
+            return;
+        }
+        match self.rt.store.idempotency(self.id(), key.as_str()) {
+            Err(err) => {
+                let _ = reply.send(Err(err.into()));
+                return;
+            }
+            Ok(Some(first)) => {
+                let answer = idempotency::replay(&first.request, &first.answer, &request).cloned();
+                let _ = reply.send(answer.map_err(EngineError::from));
+                return;
+            }
+            Ok(None) => {}
+        }
+        let now = self.rt.clock.now();
+        let transaction_id = TransactionId(Uuid::now_v7());
+        let decision = match enrollment::decide(
+            &self.state,
+            &self.program.rules,
+            Some((&request, transaction_id)),
+            now,
+        ) {
+            Ok(decision) => decision,
+            Err(err) => {
+                let _ = reply.send(Err(err.into()));
+                return;
+            }
+        };
+        let outcome = decision
+            .outcome
+            .clone()
+            .expect("a request's decision has an outcome");
+        let records = self.records(&decision.events, now);
+        let answer = StoredAnswer {
+            event_id: records[outcome.event_index].event_id,
+            outcome,
+        };
+        let record = IdempotencyRecord {
+            request: request.clone(),
+            answer: answer.clone(),
+            recorded_at: now,
+        };
+        let put = match Store::idempotency_put(self.id(), key.as_str(), &record) {
+            Ok(put) => put,
+            Err(err) => {
+                let _ = reply.send(Err(err.into()));
+                return;
+            }
+        };
+        match self.submit(decision, &records, vec![put], ctx) {
+            Ok(version) => {
+                self.inflight_keys.insert(
+                    key.as_str().to_owned(),
+                    InflightKey {
+                        request,
+                        answer: answer.clone(),
+                        version,
+                    },
+                );
+                self.when_durable(version, Waiter::Answer(answer, reply));
+            }
+            Err(err) => drop(reply.send(Err(err))),
+        }
+    }
+
+    /// Commits what the clock has made due, if anything. Returns the
+    /// version to wait for, if a commit was queued.
+    fn settle_due(&mut self, ctx: &mut Context<Self>) -> Result<Option<u64>, EngineError> {
+        let now = self.rt.clock.now();
+        if !settle::next_due(&self.state).is_some_and(|due| due <= now) {
+            return Ok(None);
+        }
+        let decision = enrollment::decide(&self.state, &self.program.rules, None, now)?;
+        if decision.events.is_empty() {
+            return Ok(None);
+        }
+        let records = self.records(&decision.events, now);
+        self.submit(decision, &records, Vec::new(), ctx).map(Some)
+    }
+
+    fn balance(&mut self, msg: Balance, ctx: &mut Context<Self>) {
+        if msg.business_id != self.state.business_id {
+            let _ = msg
+                .reply
+                .send(Err(EngineError::NotFound { what: "enrollment" }));
+            return;
+        }
+        match self.settle_due(ctx) {
+            Ok(Some(version)) => self.when_durable(version, Waiter::View(msg.reply)),
+            Ok(None) => drop(msg.reply.send(Ok(self.durable.clone()))),
+            Err(err) => drop(msg.reply.send(Err(err))),
+        }
+    }
+
+    /// Runs on a timer: settles due expiry, and lets an idle actor go.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.broken.is_some() {
+            return;
+        }
+        if let Err(err) = self.settle_due(ctx) {
+            tracing::warn!(enrollment = %self.id(), cause = %err, "settling due points failed; will retry");
+        }
+        let idle = self.last_used.elapsed() >= self.rt.config.passivate_after;
+        if !idle || self.passivating || !self.inflight.is_empty() {
+            return;
+        }
+        if self.snapshot_version < self.state.version {
+            // Write a snapshot first so activation replays no tail; the
+            // next tick asks to passivate once it is durable.
+            if self.snapshot_queued.is_none() {
+                match Store::snapshot_put(&self.state)
+                    .map_err(EngineError::from)
+                    .and_then(|put| {
+                        let decision = Decision {
+                            events: Vec::new(),
+                            state: self.state.clone(),
+                            outcome: None,
+                        };
+                        self.submit(decision, &[], vec![put], ctx)
+                    }) {
+                    Ok(_) => self.snapshot_queued = Some(self.state.version),
+                    Err(err) => {
+                        tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")
+                    }
+                }
+            }
+            return;
+        }
+        self.passivating = true;
+        self.shard.do_send(PassivateRequest {
+            enrollment_id: self.id(),
+            handled: self.handled,
+        });
+    }
+}
+
+impl Actor for EnrollmentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.rt.active_enrollments.fetch_add(1, Ordering::Relaxed);
+        ctx.run_interval(self.rt.config.tick_interval, |act, ctx| act.tick(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.rt.active_enrollments.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Handler<Transact> for EnrollmentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Transact, ctx: &mut Self::Context) {
+        self.handled += 1;
+        self.last_used = Instant::now();
+        match &self.broken {
+            Some(err) => drop(msg.reply.send(Err(err.clone()))),
+            None => self.transact(msg, ctx),
+        }
+    }
+}
+
+impl Handler<Balance> for EnrollmentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Balance, ctx: &mut Self::Context) {
+        self.handled += 1;
+        self.last_used = Instant::now();
+        match &self.broken {
+            Some(err) => drop(msg.reply.send(Err(err.clone()))),
+            None => self.balance(msg, ctx),
+        }
+    }
+}
+
+impl Handler<PassivateAnswer> for EnrollmentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PassivateAnswer, ctx: &mut Self::Context) {
+        self.passivating = false;
+        if msg.stop {
+            ctx.stop();
+        }
+    }
+}

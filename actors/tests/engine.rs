@@ -1,0 +1,397 @@
+//! The runtime end to end: real actors, real RocksDB, real fsyncs.
+
+mod common;
+
+use common::*;
+use loyalty_actors::{EngineConfig, EngineError, ManualClock};
+use loyalty_engine::time::DAY_MS;
+use loyalty_engine::DomainEvent;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[actix_rt::test]
+async fn earn_redeem_reverse_and_everything_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = start(dir.path(), config(), clock.clone());
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+
+    let earned = engine
+        .transact(business, e.enrollment_id, key("k1"), earn(1_200))
+        .await
+        .unwrap();
+    assert_eq!(
+        (earned.outcome.points, earned.outcome.balance),
+        (1_200, 1_200)
+    );
+    assert_eq!(earned.outcome.tier.as_deref(), Some("gold"));
+    let redeemed = engine
+        .transact(business, e.enrollment_id, key("k2"), redeem(300))
+        .await
+        .unwrap();
+    assert_eq!(redeemed.outcome.balance, 900);
+    let reversed = engine
+        .transact(
+            business,
+            e.enrollment_id,
+            key("k3"),
+            reverse(earned.outcome.transaction_id, Some(500)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (reversed.outcome.balance, reversed.outcome.lifetime_points),
+        (400, 700)
+    );
+    assert_eq!(reversed.outcome.tier.as_deref(), Some("member"));
+    let view = engine.balance(business, e.enrollment_id).await.unwrap();
+    assert_eq!(
+        (view.balance, view.version),
+        (400, reversed.outcome.version)
+    );
+    engine.shutdown();
+
+    let engine = start(dir.path(), config(), clock);
+    let view = engine.balance(business, e.enrollment_id).await.unwrap();
+    assert_eq!(
+        (view.balance, view.lifetime_points, view.tier.as_deref()),
+        (400, 700, Some("member"))
+    );
+    // Keys survive the restart: the first answer again, no second effect.
+    let again = engine
+        .transact(business, e.enrollment_id, key("k2"), redeem(300))
+        .await
+        .unwrap();
+    assert_eq!(again, redeemed);
+    assert_eq!(
+        engine
+            .balance(business, e.enrollment_id)
+            .await
+            .unwrap()
+            .balance,
+        400
+    );
+    // The log holds each transaction exactly once.
+    let history = engine
+        .store()
+        .aggregate_events(e.enrollment_id.0, 1, u64::MAX)
+        .unwrap();
+    let types: Vec<_> = history.iter().map(|(_, r)| r.event.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            "loyalty.customer.enrolled",
+            "loyalty.points.earned",
+            "loyalty.tier.upgraded",
+            "loyalty.points.redeemed",
+            "loyalty.points.reversed",
+            "loyalty.tier.downgraded"
+        ]
+    );
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn a_reused_key_answers_the_first_answer_and_a_changed_request_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), config(), Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    let first = engine
+        .transact(business, e.enrollment_id, key("same"), earn(10))
+        .await
+        .unwrap();
+    let second = engine
+        .transact(business, e.enrollment_id, key("same"), earn(10))
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    let conflict = engine
+        .transact(business, e.enrollment_id, key("same"), earn(11))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(
+        engine
+            .balance(business, e.enrollment_id)
+            .await
+            .unwrap()
+            .balance,
+        10
+    );
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn fifty_concurrent_requests_with_one_key_have_one_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(start(dir.path(), config(), Arc::new(ManualClock::new(T0))));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    let calls = (0..50).map(|_| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .transact(business, e.enrollment_id, key("once"), earn(7))
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let first = answers[0].as_ref().unwrap();
+    assert!(answers.iter().all(|a| a.as_ref().unwrap() == first));
+    assert_eq!(
+        engine
+            .balance(business, e.enrollment_id)
+            .await
+            .unwrap()
+            .balance,
+        7
+    );
+    Arc::into_inner(engine).unwrap().shutdown();
+}
+
+#[actix_rt::test]
+async fn concurrent_redeems_never_overdraw_and_exactly_the_affordable_ones_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(start(dir.path(), config(), Arc::new(ManualClock::new(T0))));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    engine
+        .transact(business, e.enrollment_id, key("seed"), earn(1_000))
+        .await
+        .unwrap();
+    let calls = (0..100).map(|i| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .transact(business, e.enrollment_id, key(&format!("r{i}")), redeem(30))
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let succeeded = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(succeeded, 33, "1000 points cover exactly 33 redeems of 30");
+    for answer in &answers {
+        match answer {
+            Ok(a) => assert!(a.outcome.balance >= 0),
+            Err(err) => assert_eq!(err.code(), "INSUFFICIENT_POINTS"),
+        }
+    }
+    assert_eq!(
+        engine
+            .balance(business, e.enrollment_id)
+            .await
+            .unwrap()
+            .balance,
+        10
+    );
+    Arc::into_inner(engine).unwrap().shutdown();
+}
+
+#[actix_rt::test]
+async fn another_business_cannot_reach_an_enrollment() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), config(), Arc::new(ManualClock::new(T0)));
+    let (a, program) = business_with_program(&engine, rules(None, None)).await;
+    let (b, _) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, a, program, "c-1").await;
+    let err = engine
+        .transact(b, e.enrollment_id, key("x"), earn(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::NotFound { .. }));
+    assert!(matches!(
+        engine.balance(b, e.enrollment_id).await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert!(engine.catalog.program(b, program).is_err());
+    assert!(engine.catalog.customer(b, e.customer_id).is_err());
+    assert_eq!(engine.balance(a, e.enrollment_id).await.unwrap().balance, 0);
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn idle_enrollments_leave_memory_and_come_back_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        passivate_after: Duration::from_millis(100),
+        tick_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let engine = start(dir.path(), config, Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let mut enrollments = Vec::new();
+    for i in 0..20 {
+        let e = enroll(&engine, business, program, &format!("c-{i}")).await;
+        engine
+            .transact(business, e.enrollment_id, key("k"), earn(i + 1))
+            .await
+            .unwrap();
+        enrollments.push(e);
+    }
+    assert!(engine.active_enrollments() > 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.active_enrollments() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "actors were not passivated"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Passivation wrote a snapshot of each.
+    for e in &enrollments {
+        assert!(engine.store().snapshot(e.enrollment_id).unwrap().is_some());
+    }
+    for (i, e) in enrollments.iter().enumerate() {
+        let view = engine.balance(business, e.enrollment_id).await.unwrap();
+        assert_eq!(view.balance, i as i64 + 1);
+        // The key is still known after passivation.
+        let again = engine
+            .transact(business, e.enrollment_id, key("k"), earn(i as i64 + 1))
+            .await
+            .unwrap();
+        assert_eq!(again.outcome.balance, i as i64 + 1);
+    }
+    assert_eq!(engine.active_enrollments(), 20);
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn points_expire_when_the_clock_passes_their_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = start(dir.path(), config(), clock.clone());
+    let (business, program) = business_with_program(&engine, rules(Some(1), None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    engine
+        .transact(business, e.enrollment_id, key("k"), earn(50))
+        .await
+        .unwrap();
+    clock.advance_ms(3 * DAY_MS);
+    let view = engine.balance(business, e.enrollment_id).await.unwrap();
+    assert_eq!((view.balance, view.lifetime_points), (0, 50));
+    let history = engine
+        .store()
+        .aggregate_events(e.enrollment_id.0, 1, u64::MAX)
+        .unwrap();
+    let last = &history.last().unwrap().1;
+    assert!(
+        matches!(last.event, DomainEvent::Enrollment(ref ev) if ev.event_type() == "loyalty.points.expired")
+    );
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn snapshots_are_taken_every_n_events_and_restarts_use_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = EngineConfig {
+        snapshot_every_events: 4,
+        ..config()
+    };
+    let engine = start(dir.path(), config.clone(), clock.clone());
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    for i in 0..10 {
+        engine
+            .transact(business, e.enrollment_id, key(&format!("k{i}")), earn(10))
+            .await
+            .unwrap();
+    }
+    let snapshot = engine
+        .store()
+        .snapshot(e.enrollment_id)
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(
+        snapshot.version, 8,
+        "versions 1..=11; the last multiple of 4 is 8"
+    );
+    engine.shutdown();
+    let engine = start(dir.path(), config, clock);
+    assert_eq!(
+        engine
+            .balance(business, e.enrollment_id)
+            .await
+            .unwrap()
+            .balance,
+        100
+    );
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn a_saturated_engine_refuses_instead_of_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        inflight_max: 0,
+        ..config()
+    };
+    let engine = start(dir.path(), config, Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    let err = engine
+        .transact(business, e.enrollment_id, key("k"), earn(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Overloaded));
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn catalog_rules_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), config(), Arc::new(ManualClock::new(T0)));
+    let business = engine
+        .catalog
+        .create_business("Shop")
+        .await
+        .unwrap()
+        .business_id;
+    let draft = engine
+        .catalog
+        .create_program(business, "Draft", rules(None, None))
+        .await
+        .unwrap();
+    let customer = engine
+        .catalog
+        .create_customer(business, "ext-1", Some("Ada"), Some("ada@example.com"))
+        .await
+        .unwrap();
+    let err = engine
+        .catalog
+        .create_customer(business, "ext-1", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "CUSTOMER_EXISTS");
+    let err = engine
+        .catalog
+        .enroll(business, customer.customer_id, draft.program_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "PROGRAM_NOT_ACTIVE");
+    engine
+        .catalog
+        .activate_program(business, draft.program_id)
+        .await
+        .unwrap();
+    let err = engine
+        .catalog
+        .activate_program(business, draft.program_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "PROGRAM_ALREADY_ACTIVE");
+    engine
+        .catalog
+        .enroll(business, customer.customer_id, draft.program_id)
+        .await
+        .unwrap();
+    let err = engine
+        .catalog
+        .enroll(business, customer.customer_id, draft.program_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ALREADY_ENROLLED");
+    engine.shutdown();
+}

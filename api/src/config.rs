@@ -1,0 +1,184 @@
+//! Configuration of `loyalty serve`: flags, then environment variables,
+//! then an optional TOML file, then defaults that work on a laptop.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use loyalty_actors::{Durability, EngineConfig};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "loyalty",
+    version,
+    about = "A durable, in-memory loyalty-points engine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start the engine: recover the data directory, then serve HTTP (and NATS when a URL is given).
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityArg {
+    /// Answer only after the fsync (the default, and the contract).
+    Fsync,
+    /// Answer before the fsync: a machine crash can lose acknowledged transactions.
+    UnsafeNoFsync,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyArg {
+    /// Read back and check every log record at start-up.
+    Full,
+    /// Check only the newest million records (faster start on large logs).
+    Tail,
+}
+
+/// Every option of `serve`. Each is also an environment variable and a key
+/// (snake_case) of the `--config` file.
+#[derive(Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (flags and environment win).
+    #[arg(long, env = "LOYALTY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory (RocksDB). Default: ./data
+    #[arg(long, env = "LOYALTY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address. Default: 127.0.0.1:8080
+    #[arg(long, env = "LOYALTY_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// NATS server URL, e.g. nats://127.0.0.1:4222. Without it, NATS is off.
+    #[arg(long, env = "LOYALTY_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Operator token for creating businesses. Without it, one is generated
+    /// and printed once on first start.
+    #[arg(long, env = "LOYALTY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Seconds an enrollment may sit idle before it leaves memory. Default: 300
+    #[arg(long, env = "LOYALTY_PASSIVATE_AFTER_SECS")]
+    pub passivate_after_secs: Option<u64>,
+    /// Write a snapshot every this many events of an enrollment. Default: 64
+    #[arg(long, env = "LOYALTY_SNAPSHOT_EVERY_EVENTS")]
+    pub snapshot_every_events: Option<u64>,
+    /// Actor threads. Default: one per core.
+    #[arg(long, env = "LOYALTY_SHARDS")]
+    pub shards: Option<usize>,
+    /// HTTP worker threads. Default: one per core.
+    #[arg(long, env = "LOYALTY_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// Commands in flight before new ones are refused with 429. Default: 65536
+    #[arg(long, env = "LOYALTY_INFLIGHT_MAX")]
+    pub inflight_max: Option<usize>,
+    /// Log format. Default: human. Filter with RUST_LOG.
+    #[arg(long, env = "LOYALTY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// When to answer. Default: fsync.
+    #[arg(long, env = "LOYALTY_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityArg>,
+    /// How much of the log start-up checks. Default: full.
+    #[arg(long, env = "LOYALTY_VERIFY_ON_START", value_enum)]
+    pub verify_on_start: Option<VerifyArg>,
+}
+
+/// The settings `serve` runs with, every default applied.
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http_addr: String,
+    pub nats_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub http_workers: usize,
+    pub log_format: LogFormat,
+    pub verify_full: bool,
+    pub engine: EngineConfig,
+}
+
+impl ServeArgs {
+    /// Merges flags/environment (self) over the file over defaults.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file: ServeArgs = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => ServeArgs::default(),
+        };
+        let defaults = EngineConfig::default();
+        let durability = match self
+            .durability
+            .or(file.durability)
+            .unwrap_or(DurabilityArg::Fsync)
+        {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::UnsafeNoFsync => Durability::UnsafeNoFsync,
+        };
+        let engine = EngineConfig {
+            shards: self
+                .shards
+                .or(file.shards)
+                .unwrap_or(defaults.shards)
+                .max(1),
+            passivate_after: self
+                .passivate_after_secs
+                .or(file.passivate_after_secs)
+                .map_or(defaults.passivate_after, Duration::from_secs),
+            snapshot_every_events: self
+                .snapshot_every_events
+                .or(file.snapshot_every_events)
+                .unwrap_or(defaults.snapshot_every_events)
+                .max(1),
+            inflight_max: self
+                .inflight_max
+                .or(file.inflight_max)
+                .unwrap_or(defaults.inflight_max),
+            durability,
+            ..defaults
+        };
+        Ok(Settings {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            nats_url: self.nats_url.or(file.nats_url),
+            admin_token: self.admin_token.or(file.admin_token),
+            http_workers: self.http_workers.or(file.http_workers).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Human),
+            verify_full: self
+                .verify_on_start
+                .or(file.verify_on_start)
+                .unwrap_or(VerifyArg::Full)
+                == VerifyArg::Full,
+            engine,
+        })
+    }
+}

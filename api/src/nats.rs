@@ -1,0 +1,310 @@
+//! The NATS door: a request-reply service for point-of-sale systems, and
+//! the publisher that sends durable events to the rest of the business.
+//!
+//! - Service: `loyalty.v1.<operation>` in the queue group `loyalty`,
+//!   speaking the NATS micro-service protocol (`$SRV.PING/INFO/STATS`).
+//!   Each request is decoded and handed to the same [`Ops`] as HTTP. An
+//!   error reply carries the error body and the headers
+//!   `Nats-Service-Error-Code` (the HTTP status) and `Nats-Service-Error`
+//!   (the code).
+//! - Publisher (outbox): reads the log from a durable cursor, publishes each
+//!   published event to `loyalty.events.<businessId>.<eventType>` with
+//!   `Nats-Msg-Id: <eventId>`, strictly in commit order and only once the
+//!   event is durable; advances the cursor only after a flush succeeds. When
+//!   NATS is away it waits and resumes from the cursor, so nothing is lost;
+//!   repeats are possible only for the events published just before a crash.
+
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::events::event_json;
+use crate::metrics::Metrics;
+use crate::ops::Ops;
+use crate::wire;
+use async_nats::service::ServiceExt;
+use async_nats::{HeaderMap, Message};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Operations served, as subject suffixes of `loyalty.v1.`.
+pub const OPERATIONS: [&str; 7] = [
+    "earn",
+    "redeem",
+    "reverse",
+    "balance",
+    "enroll",
+    "transactions",
+    "earn.batch",
+];
+/// Events read from the log per publishing round.
+const PUBLISH_CHUNK_EVENTS: usize = 1_000;
+/// Largest request payload, in bytes.
+const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
+
+/// The running NATS door; [`NatsHandle::stop`] ends it.
+pub struct NatsHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl NatsHandle {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Connects (retrying in the background until NATS is there), then runs the
+/// service and the publisher. Never fails: without NATS the engine keeps
+/// serving HTTP, says so in its logs and `/readyz`, and reconnects.
+pub fn start(url: String, ops: Ops, metrics: Arc<Metrics>, up: Arc<AtomicBool>) -> NatsHandle {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let client = loop {
+            let flag = up.clone();
+            let connected = async_nats::ConnectOptions::new()
+                .name("loyalty-engine")
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .event_callback(move |event| {
+                    let flag = flag.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                flag.store(true, Ordering::Release);
+                                info!("NATS connected");
+                            }
+                            async_nats::Event::Disconnected => {
+                                flag.store(false, Ordering::Release);
+                                warn!("NATS disconnected; serving HTTP, reconnecting");
+                            }
+                            other => info!(event = %other, "NATS event"),
+                        }
+                    }
+                })
+                .connect(url.as_str())
+                .await;
+            match connected {
+                Ok(client) => break client,
+                Err(err) => {
+                    warn!(cause = %err, %url, "cannot reach NATS; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let service = tokio::spawn(serve(client.clone(), ops.clone(), stopped.clone()));
+        publish(client, ops, metrics, stopped).await;
+        service.abort();
+    });
+    NatsHandle {
+        stop,
+        tasks: vec![task],
+    }
+}
+
+async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receiver<bool>) {
+    let service = loop {
+        let started = client
+            .service_builder()
+            .description("Loyalty points engine: earn, redeem, reverse, balance")
+            .queue_group("loyalty")
+            .start("loyalty", env!("CARGO_PKG_VERSION"))
+            .await;
+        match started {
+            Ok(service) => break service,
+            Err(err) => {
+                warn!(cause = %err, "cannot start the NATS service; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut endpoints = Vec::new();
+    for operation in OPERATIONS {
+        let endpoint = service
+            .endpoint_builder()
+            .name(operation.replace('.', "_"))
+            .add(format!("loyalty.v1.{operation}"))
+            .await;
+        match endpoint {
+            Ok(endpoint) => endpoints.push((operation, endpoint)),
+            Err(err) => warn!(cause = %err, operation, "cannot add NATS endpoint"),
+        }
+    }
+    info!(
+        endpoints = endpoints.len(),
+        "NATS service listening on loyalty.v1.*"
+    );
+    let mut workers = Vec::new();
+    for (operation, mut endpoint) in endpoints {
+        let ops = ops.clone();
+        workers.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let ops = ops.clone();
+                // Each request runs on its own task, so one slow commit does
+                // not hold up the requests behind it.
+                tokio::spawn(async move {
+                    let (body, headers) = match handle(operation, &request.message, &ops).await {
+                        Ok(body) => (body, HeaderMap::new()),
+                        Err(err) => {
+                            let mut headers = HeaderMap::new();
+                            headers
+                                .insert("Nats-Service-Error-Code", err.status.to_string().as_str());
+                            headers.insert("Nats-Service-Error", err.code);
+                            (Bytes::from(err.body()), headers)
+                        }
+                    };
+                    if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
+                        warn!(cause = %err, operation, "cannot send a NATS reply");
+                    }
+                });
+            }
+        }));
+    }
+    let _ = stopped.changed().await;
+    for worker in workers {
+        worker.abort();
+    }
+    let _ = service.stop().await;
+}
+
+fn to_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("answers serialize"))
+}
+
+/// Decodes one request and runs it through [`Ops`]: the same path as HTTP.
+async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Bytes, ApiError> {
+    if message.payload.len() > REQUEST_BYTES_MAX {
+        return Err(ApiError::too_large(REQUEST_BYTES_MAX));
+    }
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let caller: Caller = auth::authenticate(&ops.engine, header("Authorization").as_deref())?;
+    let key = header("Idempotency-Key");
+    let body = &message.payload;
+    if operation != "earn.batch" && body.len() > wire::BODY_BYTES_MAX {
+        return Err(ApiError::too_large(wire::BODY_BYTES_MAX));
+    }
+    Ok(match operation {
+        "earn" => to_json(
+            &ops.earn(&caller, None, key.as_deref(), wire::decode(body)?)
+                .await?,
+        ),
+        "redeem" => to_json(
+            &ops.redeem(&caller, None, key.as_deref(), wire::decode(body)?)
+                .await?,
+        ),
+        "reverse" => to_json(
+            &ops.reverse(&caller, None, key.as_deref(), wire::decode(body)?)
+                .await?,
+        ),
+        "balance" => {
+            let input: wire::BalanceBody = wire::decode(body)?;
+            to_json(&ops.enrollment(&caller, &input.enrollment_id).await?)
+        }
+        "enroll" => to_json(&ops.enroll(&caller, wire::decode(body)?).await?),
+        "transactions" => {
+            let input: wire::TransactionsBody = wire::decode(body)?;
+            to_json(
+                &ops.transactions(
+                    &caller,
+                    &input.enrollment_id,
+                    input.limit,
+                    input.cursor.as_deref(),
+                )
+                .await?,
+            )
+        }
+        "earn.batch" => to_json(&ops.earn_batch(&caller, wire::decode(body)?).await?),
+        _ => return Err(ApiError::not_found("operation")),
+    })
+}
+
+/// The outbox publisher: durable events, in commit order, at least once.
+async fn publish(
+    client: async_nats::Client,
+    ops: Ops,
+    metrics: Arc<Metrics>,
+    stopped: watch::Receiver<bool>,
+) {
+    let store = ops.engine.store().clone();
+    let mut cursor = match store.publish_cursor() {
+        Ok(cursor) => cursor,
+        Err(err) => {
+            warn!(cause = %err, "cannot read the publish cursor; publishing from the start");
+            0
+        }
+    };
+    metrics.published_sequence.store(cursor, Ordering::Relaxed);
+    while !*stopped.borrow() {
+        let durable = ops
+            .engine
+            .commit_stats()
+            .durable_sequence
+            .load(Ordering::Acquire);
+        if cursor >= durable {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        let chunk = match store.read_log(cursor, PUBLISH_CHUNK_EVENTS) {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                warn!(cause = %err, cursor, "cannot read the log to publish; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut last = cursor;
+        let mut published = 0u64;
+        let mut failed = false;
+        for (seq, record) in chunk.iter().take_while(|(seq, _)| *seq <= durable) {
+            if record.event.is_published() {
+                let subject = format!(
+                    "loyalty.events.{}.{}",
+                    record.business_id,
+                    record.event.event_type()
+                );
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", record.event_id.to_string().as_str());
+                let payload = Bytes::from(
+                    serde_json::to_vec(&event_json(*seq, record)).expect("events serialize"),
+                );
+                if client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .is_err()
+                {
+                    failed = true;
+                    break;
+                }
+                published += 1;
+            }
+            last = *seq;
+        }
+        // The cursor moves only once NATS has taken the events.
+        if failed || client.flush().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        cursor = last;
+        metrics
+            .events_published
+            .fetch_add(published, Ordering::Relaxed);
+        metrics.published_sequence.store(cursor, Ordering::Relaxed);
+        if let Err(err) = store.set_publish_cursor(cursor) {
+            warn!(cause = %err, cursor, "cannot save the publish cursor; a restart will publish again from the last saved one");
+        }
+    }
+}

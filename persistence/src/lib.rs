@@ -1,0 +1,33 @@
+//! Durable storage on RocksDB: the write-ahead event log, snapshots,
+//! idempotency records and the catalog.
+//!
+//! # Where to start reading
+//! - [`store`]: [`Store`], opening a data directory (with recovery checks),
+//!   writing a commit group in one synced batch, reading an aggregate back.
+//! - [`keys`]: the column families and the byte layout of every key. Read
+//!   this first to see what lives where.
+//! - [`records`]: what the values are ([`LogRecord`], snapshots,
+//!   idempotency records).
+//! - [`envelope`]: the versioned, checksummed frame around every value.
+//! - [`recovery`]: what start-up checks before the engine reports ready.
+//!
+//! # Durability
+//! A commit group is one RocksDB `WriteBatch` written with `sync = true`:
+//! the write-ahead log is fsync'd before [`Store::write_group`] returns, so
+//! a caller that answers only after it returns never acknowledges anything
+//! a crash can take back. The WAL is opened in "tolerate corrupted tail
+//! records" mode: a torn last write (which was never acknowledged, because
+//! its sync never returned) is dropped; damage anywhere else refuses to open.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod records;
+pub mod recovery;
+pub mod store;
+
+pub use error::StoreError;
+pub use records::{ApiKeyRecord, IdempotencyRecord, LogRecord, SnapshotRecord, StoredAnswer};
+pub use recovery::RecoveryReport;
+pub use store::{CommitGroup, EncodedEvent, Put, Store, StoreOptions, VerifyOnOpen};

@@ -1,0 +1,533 @@
+//! [`Store`]: the one handle on a data directory.
+
+use crate::envelope::{self, Kind};
+use crate::error::StoreError;
+use crate::keys::{self, Cf};
+use crate::records::{IdempotencyRecord, LogRecord, SnapshotRecord};
+use crate::recovery::{self, RecoveryReport};
+use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
+use loyalty_engine::{DomainEvent, EnrollmentId};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Direction,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// How much of the log start-up reads back and checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyOnOpen {
+    /// Every record: decode and checksum the whole log.
+    Full,
+    /// Only the newest this-many records (and the log's shape).
+    Tail(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub verify: VerifyOnOpen,
+    /// RocksDB block cache shared by all column families.
+    pub block_cache_bytes: usize,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            verify: VerifyOnOpen::Full,
+            block_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// An event ready for the log: encoded by the actor that decided it, so
+/// the single commit thread only assigns sequence numbers and writes.
+#[derive(Clone, Debug)]
+pub struct EncodedEvent {
+    pub aggregate_id: Uuid,
+    pub version: u64,
+    /// `envelope(LogRecord)`.
+    pub value: Vec<u8>,
+}
+
+/// A keyed write beside the events (snapshot, idempotency, catalog row).
+#[derive(Clone, Debug)]
+pub struct Put {
+    pub cf: Cf,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Everything one command makes durable, atomically.
+#[derive(Clone, Debug, Default)]
+pub struct CommitGroup {
+    pub events: Vec<EncodedEvent>,
+    pub puts: Vec<Put>,
+}
+
+/// Several commit groups gathered into one write and one fsync.
+pub struct Batch {
+    inner: WriteBatch,
+    /// Events in the batch, for metrics.
+    pub events: usize,
+}
+
+/// A RocksDB data directory. Cheap to clone; every clone shares one DB.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+/// The data directory format this build writes.
+pub const DATA_FORMAT: u32 = 1;
+
+impl Store {
+    /// Opens (or creates) a data directory and checks it before anything is
+    /// served. Damage refuses with [`StoreError::Corrupt`] naming where.
+    pub fn open(options: &StoreOptions) -> Result<(Store, RecoveryReport), StoreError> {
+        let started = std::time::Instant::now();
+        let path = options.path.clone();
+        std::fs::create_dir_all(&path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        // A torn last write was never acknowledged (its sync never returned),
+        // so it may be dropped; corruption anywhere else must refuse to open.
+        // RocksDB's default (point-in-time) would silently drop everything
+        // after a damaged record, acknowledged or not.
+        db_options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        db_options.set_paranoid_checks(true);
+        db_options.increase_parallelism(2);
+        db_options.set_max_background_jobs(2);
+        db_options.set_write_buffer_size(64 << 20);
+        db_options.set_max_total_wal_size(1 << 30);
+        let descriptors = Cf::ALL.iter().map(|cf| {
+            let mut cf_options = Options::default();
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            table.set_cache_index_and_filter_blocks(true);
+            cf_options.set_block_based_table_factory(&table);
+            cf_options.set_write_buffer_size(64 << 20);
+            cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(cf.name(), cf_options)
+        });
+        let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(|e| {
+            let detail = e.into_string();
+            if detail.contains("Corruption") {
+                StoreError::Corrupt {
+                    what: format!("data directory {}", path.display()),
+                    detail,
+                }
+            } else {
+                StoreError::Open {
+                    path: path.display().to_string(),
+                    detail,
+                }
+            }
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path,
+        };
+        store.check_format()?;
+        let report = recovery::recover(&store, options.verify, started)?;
+        Ok((store, report))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, cf: Cf) -> &ColumnFamily {
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.db.get_cf(self.cf(Cf::Meta), keys::meta::FORMAT)? {
+            None => {
+                let value = envelope::encode(Kind::Meta, &DATA_FORMAT)?;
+                let mut sync = WriteOptions::default();
+                sync.set_sync(true);
+                self.db
+                    .put_cf_opt(self.cf(Cf::Meta), keys::meta::FORMAT, value, &sync)?;
+                Ok(())
+            }
+            Some(bytes) => {
+                let found: u32 = envelope::decode(Kind::Meta, &bytes, || "meta/format".into())?;
+                if found == DATA_FORMAT {
+                    Ok(())
+                } else {
+                    Err(StoreError::Format {
+                        found,
+                        expected: DATA_FORMAT,
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn batch(&self) -> Batch {
+        Batch {
+            inner: WriteBatch::default(),
+            events: 0,
+        }
+    }
+
+    /// Adds one commit group to a batch, numbering its events from
+    /// `next_sequence` (which it advances). Returns the group's last
+    /// sequence, or the one before it for a group with no events.
+    pub fn add_group(
+        &self,
+        batch: &mut Batch,
+        group: &CommitGroup,
+        next_sequence: &mut u64,
+    ) -> u64 {
+        let log = self.cf(Cf::Log);
+        let aggregate = self.cf(Cf::Aggregate);
+        for event in &group.events {
+            let seq = *next_sequence;
+            batch.inner.put_cf(log, keys::sequence(seq), &event.value);
+            batch.inner.put_cf(
+                aggregate,
+                keys::aggregate_version(event.aggregate_id.as_bytes(), event.version),
+                keys::sequence(seq),
+            );
+            *next_sequence += 1;
+        }
+        for put in &group.puts {
+            batch.inner.put_cf(self.cf(put.cf), &put.key, &put.value);
+        }
+        batch.events += group.events.len();
+        *next_sequence - 1
+    }
+
+    /// Writes a batch atomically. With `sync`, the write-ahead log is
+    /// fsync'd before this returns: the only path by which an answer of
+    /// success becomes possible.
+    pub fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch.inner, &options)?;
+        Ok(())
+    }
+
+    /// The sequence after the newest log record: where the next commit starts.
+    pub fn next_sequence(&self) -> Result<u64, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(Cf::Log), IteratorMode::End);
+        match iter.next() {
+            None => Ok(1),
+            Some(item) => {
+                let (key, _) = item?;
+                let seq = keys::parse_sequence(&key).ok_or_else(|| StoreError::Corrupt {
+                    what: "log column family".into(),
+                    detail: format!("key of {} bytes is not a sequence", key.len()),
+                })?;
+                Ok(seq + 1)
+            }
+        }
+    }
+
+    /// Log records after `after` (exclusive), oldest first, at most `limit`.
+    pub fn read_log(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        let start = keys::sequence(after.saturating_add(1));
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(Cf::Log),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let seq = keys::parse_sequence(&key).unwrap_or_default();
+            let record = envelope::decode(Kind::LogRecord, &value, || format!("log record {seq}"))?;
+            out.push((seq, record));
+        }
+        Ok(out)
+    }
+
+    /// An aggregate's events with versions in `from..=to`, oldest first.
+    /// Versions must be contiguous: a gap is damage, not an empty slot.
+    pub fn aggregate_events(
+        &self,
+        aggregate_id: Uuid,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        let id = aggregate_id.as_bytes();
+        let start = keys::aggregate_version(id, from);
+        let mut sequences = Vec::new();
+        let mut expected = from;
+        for item in self.db.iterator_cf(
+            self.cf(Cf::Aggregate),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if key.len() != 24 || &key[..16] != id {
+                break;
+            }
+            let version = u64::from_be_bytes(key[16..24].try_into().expect("8 bytes"));
+            if version > to {
+                break;
+            }
+            if version != expected {
+                return Err(StoreError::Corrupt {
+                    what: format!("aggregate index of {aggregate_id}"),
+                    detail: format!("version {expected} is missing (found {version})"),
+                });
+            }
+            let seq = keys::parse_sequence(&value).ok_or_else(|| StoreError::Corrupt {
+                what: format!("aggregate index of {aggregate_id} at version {version}"),
+                detail: "value is not a sequence".into(),
+            })?;
+            sequences.push((version, seq));
+            expected += 1;
+        }
+        let log = self.cf(Cf::Log);
+        let values = self
+            .db
+            .multi_get_cf(sequences.iter().map(|(_, seq)| (log, keys::sequence(*seq))));
+        let mut out = Vec::with_capacity(sequences.len());
+        for ((version, seq), value) in sequences.into_iter().zip(values) {
+            let value = value?.ok_or_else(|| StoreError::Corrupt {
+                what: format!("log record {seq}"),
+                detail: format!("indexed as version {version} of {aggregate_id} but missing"),
+            })?;
+            let record: LogRecord =
+                envelope::decode(Kind::LogRecord, &value, || format!("log record {seq}"))?;
+            if record.aggregate_id != aggregate_id || record.version != version {
+                return Err(StoreError::Corrupt {
+                    what: format!("log record {seq}"),
+                    detail: format!(
+                        "index says {aggregate_id} v{version}, record says {} v{}",
+                        record.aggregate_id, record.version
+                    ),
+                });
+            }
+            out.push((seq, record));
+        }
+        Ok(out)
+    }
+
+    /// The newest version an aggregate has in the log, if any.
+    pub fn aggregate_version(&self, aggregate_id: Uuid) -> Result<Option<u64>, StoreError> {
+        let id = aggregate_id.as_bytes();
+        let end = keys::aggregate_version(id, u64::MAX);
+        let mut iter = self.db.iterator_cf(
+            self.cf(Cf::Aggregate),
+            IteratorMode::From(&end, Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item?;
+                if key.len() == 24 && &key[..16] == id {
+                    Ok(Some(u64::from_be_bytes(
+                        key[16..24].try_into().expect("8 bytes"),
+                    )))
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Rebuilds an enrollment from its snapshot and the events after it,
+    /// with the snapshot's version (0 for none). `None` if the enrollment
+    /// has no history at all.
+    pub fn load_enrollment(
+        &self,
+        id: EnrollmentId,
+    ) -> Result<Option<(Enrollment, u64)>, StoreError> {
+        let snapshot = self.snapshot(id)?;
+        let snapshot_version = snapshot.as_ref().map_or(0, |s| s.version);
+        let (mut state, from) = match snapshot {
+            Some(snapshot) => (Some(snapshot.state), snapshot.version + 1),
+            None => (None, 1),
+        };
+        for (seq, record) in self.aggregate_events(id.0, from, u64::MAX)? {
+            let DomainEvent::Enrollment(event) = &record.event else {
+                return Err(StoreError::Corrupt {
+                    what: format!("log record {seq}"),
+                    detail: format!(
+                        "a {} event in enrollment {id}'s history",
+                        record.event.event_type()
+                    ),
+                });
+            };
+            match state.as_mut() {
+                None => {
+                    if !matches!(event, EnrollmentEvent::Enrolled { .. }) {
+                        return Err(StoreError::Corrupt {
+                            what: format!("log record {seq}"),
+                            detail: format!(
+                                "enrollment {id} does not start with its Enrolled event"
+                            ),
+                        });
+                    }
+                    state = Some(Enrollment::from_enrolled(event, record.recorded_at));
+                }
+                Some(state) => state.apply(event, record.recorded_at),
+            }
+        }
+        Ok(state.map(|state| (state, snapshot_version)))
+    }
+
+    /// The snapshot of an enrollment, checked on the way out.
+    pub fn snapshot(&self, id: EnrollmentId) -> Result<Option<SnapshotRecord>, StoreError> {
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.cf(Cf::Snapshot), id.as_bytes())?
+        else {
+            return Ok(None);
+        };
+        let snapshot: SnapshotRecord =
+            envelope::decode(Kind::Snapshot, &bytes, || format!("snapshot of {id}"))?;
+        // Pair assertion with `snapshot_put`: what was checked before it was
+        // written is checked again after it is read.
+        if snapshot.state.version != snapshot.version || snapshot.state.enrollment_id != id {
+            return Err(StoreError::Corrupt {
+                what: format!("snapshot of {id}"),
+                detail: format!(
+                    "holds {} v{} as v{}",
+                    snapshot.state.enrollment_id, snapshot.state.version, snapshot.version
+                ),
+            });
+        }
+        snapshot.state.check_invariants();
+        Ok(Some(snapshot))
+    }
+
+    /// A snapshot write, to go into the same commit group as the events
+    /// that reach its version.
+    pub fn snapshot_put(state: &Enrollment) -> Result<Put, StoreError> {
+        state.check_invariants();
+        let record = SnapshotRecord {
+            version: state.version,
+            state: state.clone(),
+        };
+        Ok(Put {
+            cf: Cf::Snapshot,
+            key: state.enrollment_id.as_bytes().to_vec(),
+            value: envelope::encode(Kind::Snapshot, &record)?,
+        })
+    }
+
+    pub fn idempotency(
+        &self,
+        enrollment: EnrollmentId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let db_key = keys::idempotency(enrollment.as_bytes(), key);
+        match self.db.get_pinned_cf(self.cf(Cf::Idempotency), &db_key)? {
+            None => Ok(None),
+            Some(bytes) => envelope::decode(Kind::Idempotency, &bytes, || {
+                format!("idempotency record {enrollment}/{key}")
+            })
+            .map(Some),
+        }
+    }
+
+    pub fn idempotency_put(
+        enrollment: EnrollmentId,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<Put, StoreError> {
+        Ok(Put {
+            cf: Cf::Idempotency,
+            key: keys::idempotency(enrollment.as_bytes(), key),
+            value: envelope::encode(Kind::Idempotency, record)?,
+        })
+    }
+
+    /// A catalog row.
+    pub fn catalog<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(Cf::Catalog), key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                envelope::decode(Kind::Catalog, &bytes, || format!("catalog row {key:02x?}"))
+                    .map(Some)
+            }
+        }
+    }
+
+    /// Every catalog row whose key starts with `prefix`.
+    pub fn catalog_scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(Cf::Catalog),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(envelope::decode(Kind::Catalog, &value, || {
+                format!("catalog row {key:02x?}")
+            })?);
+        }
+        Ok(out)
+    }
+
+    pub fn catalog_put<T: Serialize>(key: Vec<u8>, value: &T) -> Result<Put, StoreError> {
+        Ok(Put {
+            cf: Cf::Catalog,
+            key,
+            value: envelope::encode(Kind::Catalog, value)?,
+        })
+    }
+
+    /// Encodes a log record for a commit group.
+    pub fn encode_event(record: &LogRecord) -> Result<EncodedEvent, StoreError> {
+        Ok(EncodedEvent {
+            aggregate_id: record.aggregate_id,
+            version: record.version,
+            value: envelope::encode(Kind::LogRecord, record)?,
+        })
+    }
+
+    /// How far the event publisher has got: the sequence of the newest
+    /// event it has handed to NATS (0: none).
+    pub fn publish_cursor(&self) -> Result<u64, StoreError> {
+        match self
+            .db
+            .get_cf(self.cf(Cf::Meta), keys::meta::PUBLISH_CURSOR)?
+        {
+            None => Ok(0),
+            Some(bytes) => envelope::decode(Kind::Meta, &bytes, || "meta/publish-cursor".into()),
+        }
+    }
+
+    /// Saves the publisher's cursor. Not synced: losing the newest value in
+    /// a crash only means some events are published again (at least once).
+    pub fn set_publish_cursor(&self, sequence: u64) -> Result<(), StoreError> {
+        let value = envelope::encode(Kind::Meta, &sequence)?;
+        self.db
+            .put_cf(self.cf(Cf::Meta), keys::meta::PUBLISH_CURSOR, value)?;
+        Ok(())
+    }
+
+    /// Flushes memtables to SST files (tests and backups).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+}

@@ -1,0 +1,190 @@
+//! Damage to the data directory: a torn last write is dropped, damage
+//! anywhere else refuses start-up with an error that says what is damaged.
+
+use loyalty_engine::catalog::{Business, CatalogEvent};
+use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
+use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+const BATCHES: u64 = 40;
+const PER_BATCH: u64 = 50;
+
+/// Writes `BATCHES` synced batches of `PER_BATCH` events.
+fn write_log(dir: &Path, flush: bool) {
+    let (store, report) = Store::open(&StoreOptions::new(dir)).unwrap();
+    let mut next = report.next_sequence;
+    for b in 0..BATCHES {
+        let mut group = CommitGroup::default();
+        for i in 0..PER_BATCH {
+            let id = Uuid::from_u128(u128::from(b * PER_BATCH + i + 1));
+            let business = Business {
+                business_id: BusinessId(id),
+                name: format!("business number {i} of batch {b}"),
+                created_at: Timestamp(0),
+            };
+            let record = LogRecord {
+                aggregate_id: id,
+                version: 1,
+                event_id: EventId(Uuid::now_v7()),
+                business_id: BusinessId(id),
+                recorded_at: Timestamp(0),
+                event: DomainEvent::Catalog(CatalogEvent::BusinessCreated(business)),
+            };
+            group.events.push(Store::encode_event(&record).unwrap());
+        }
+        let mut batch = store.batch();
+        store.add_group(&mut batch, &group, &mut next);
+        store.write(batch, true).unwrap();
+    }
+    if flush {
+        store.flush().unwrap();
+    }
+}
+
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    out.sort();
+    out
+}
+
+fn overwrite_middle(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(len / 2)).unwrap();
+    file.write_all(&[0xA5; 64]).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn open_error(dir: &Path) -> StoreError {
+    match Store::open(&StoreOptions::new(dir)) {
+        Ok(_) => panic!("a damaged data directory opened"),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn an_intact_directory_reopens_with_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), false);
+    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    assert_eq!(report.next_sequence, BATCHES * PER_BATCH + 1);
+    assert_eq!(report.records_verified, BATCHES * PER_BATCH);
+    assert_eq!(
+        store.read_log(0, usize::MAX).unwrap().len() as u64,
+        BATCHES * PER_BATCH
+    );
+}
+
+#[test]
+fn a_damaged_table_file_refuses_start_up_naming_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), true);
+    let tables = files(dir.path(), "sst");
+    assert!(!tables.is_empty(), "flush wrote table files");
+    for table in &tables {
+        overwrite_middle(table);
+    }
+    let err = open_error(dir.path());
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("damaged"), "{message}");
+    assert!(
+        message.contains("log") || message.contains(".sst"),
+        "does not say where: {message}"
+    );
+}
+
+#[test]
+fn a_damaged_write_ahead_log_refuses_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), false);
+    let wal = files(dir.path(), "log");
+    let largest = wal
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    overwrite_middle(largest);
+    let err = open_error(dir.path());
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
+
+#[test]
+fn a_torn_last_write_is_dropped_and_everything_before_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), false);
+    let wal = files(dir.path(), "log");
+    let largest = wal
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
+    // Cut the last record short, as a crash in the middle of a write would.
+    let len = std::fs::metadata(&largest).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&largest)
+        .unwrap();
+    file.set_len(len - 100).unwrap();
+    drop(file);
+    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    // Only the last batch (never acknowledged: its sync did not return) may go.
+    let kept = report.next_sequence - 1;
+    assert_eq!(
+        kept,
+        (BATCHES - 1) * PER_BATCH,
+        "exactly the torn batch is dropped"
+    );
+    assert_eq!(store.read_log(0, usize::MAX).unwrap().len() as u64, kept);
+}
+
+#[test]
+fn a_directory_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), false);
+    {
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path(),
+            [
+                "log",
+                "aggregate",
+                "snapshot",
+                "idempotency",
+                "catalog",
+                "meta",
+            ],
+        )
+        .unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        let value = {
+            // A valid envelope holding format 99.
+            let mut v = vec![1u8, 5, 0, 0, 0, 0];
+            v.extend(postcard::to_allocvec(&99u32).unwrap());
+            let mut h = crc32fast::Hasher::new();
+            h.update(&v[1..2]);
+            h.update(&v[6..]);
+            let crc = h.finalize().to_le_bytes();
+            v[2..6].copy_from_slice(&crc);
+            v
+        };
+        db.put_cf(meta, b"format", value).unwrap();
+    }
+    let err = open_error(dir.path());
+    assert!(
+        matches!(
+            err,
+            StoreError::Format {
+                found: 99,
+                expected: 1
+            }
+        ),
+        "{err}"
+    );
+}

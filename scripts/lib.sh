@@ -1,0 +1,27 @@
+# Shared by scripts/serve and scripts/test: install what the build and the
+# tests need when it is missing, and pick a target directory that outlives
+# the clone (RocksDB's C++ takes a quarter of an hour to build).
+
+# Installs Debian packages that are missing. Runs apt-get only when needed.
+ensure_packages() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# RocksDB's Rust bindings are generated with libclang at build time.
+ensure_build_deps() {
+    ensure_packages libclang-dev
+}
+
+# One target directory for tests, benches and the binary, outside the clone
+# so a fresh clone reuses an earlier build; cargo rebuilds what changed.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/loyalty-target}"
