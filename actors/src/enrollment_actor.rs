@@ -333,7 +333,7 @@ impl EnrollmentActor {
     /// version to wait for, if a commit was queued.
     fn settle_due(&mut self, ctx: &mut Context<Self>) -> Result<Option<u64>, EngineError> {
         let now = self.rt.clock.now();
-        if !settle::next_due(&self.state).is_some_and(|due| due <= now) {
+        if settle::next_due(&self.state).is_none_or(|due| due > now) {
             return Ok(None);
         }
         let decision = enrollment::decide(&self.state, &self.program.rules, None, now)?;

@@ -269,11 +269,11 @@ impl Store {
         let id = aggregate_id.as_bytes();
         let start = keys::aggregate_version(id, from);
         let mut sequences = Vec::new();
-        let mut expected = from;
-        for item in self.db.iterator_cf(
+        let index = self.db.iterator_cf(
             self.cf(Cf::Aggregate),
             IteratorMode::From(&start, Direction::Forward),
-        ) {
+        );
+        for (item, expected) in index.zip(from..) {
             let (key, value) = item?;
             if key.len() != 24 || &key[..16] != id {
                 break;
@@ -293,7 +293,6 @@ impl Store {
                 detail: "value is not a sequence".into(),
             })?;
             sequences.push((version, seq));
-            expected += 1;
         }
         let log = self.cf(Cf::Log);
         let values = self
