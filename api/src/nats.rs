@@ -232,6 +232,23 @@ async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Bytes, 
     })
 }
 
+/// Subject of the publisher's barrier request; nobody answers it, and the
+/// server's "no responders" reply is the proof it has read everything the
+/// publisher sent before.
+const BARRIER_SUBJECT: &str = "_loyalty.publisher.barrier";
+
+/// A round trip through the server after the events of a chunk. The server
+/// handles one connection's messages in order, so its answer to this request
+/// (normally "no responders") means it has received every publish before it.
+async fn server_has_everything(client: &async_nats::Client) -> bool {
+    use async_nats::client::RequestErrorKind;
+    match tokio::time::timeout(Duration::from_secs(5), client.request(BARRIER_SUBJECT, Bytes::new())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(err)) => err.kind() == RequestErrorKind::NoResponders,
+        Err(_) => false,
+    }
+}
+
 /// The outbox publisher: durable events, in commit order, at least once.
 async fn publish(
     client: async_nats::Client,
@@ -256,6 +273,10 @@ async fn publish(
             .load(Ordering::Acquire);
         if cursor >= durable {
             tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         let chunk = match store.read_log(cursor, PUBLISH_CHUNK_EVENTS) {
@@ -293,8 +314,10 @@ async fn publish(
             }
             last = *seq;
         }
-        // The cursor moves only once NATS has taken the events.
-        if failed || client.flush().await.is_err() {
+        // The cursor moves only once the server has certainly taken the
+        // events: a flush only empties our buffer, so follow it with a round
+        // trip the server answers after everything sent before it.
+        if failed || !server_has_everything(&client).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
