@@ -125,6 +125,61 @@ async fn create_business(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointBody {
+    /// A directory name for the copy, created inside `<data dir>/checkpoints/`.
+    name: String,
+}
+
+/// Operator only: a consistent online copy of the data directory, for backups.
+async fn checkpoint(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    if !auth::is_operator(&state.operator_token, header_str(&req, "authorization")) {
+        return Err(ApiError::unauthorized());
+    }
+    let input: CheckpointBody = decode(payload, BODY_BYTES_MAX).await?;
+    let valid = !input.name.is_empty()
+        && input.name.len() <= 64
+        && input
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(ApiError::invalid(
+            "name",
+            "1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    let store = state.ops.engine.store().clone();
+    let dir = store.path().join("checkpoints");
+    let target = dir.join(&input.name);
+    if target.exists() {
+        return Err(ApiError::new(
+            409,
+            "CHECKPOINT_EXISTS",
+            "a checkpoint of that name exists",
+        ));
+    }
+    let made = web::block(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        store
+            .checkpoint(&target)
+            .map_err(|e| e.to_string())
+            .map(|()| target)
+    })
+    .await
+    .map_err(|e| ApiError::new(500, "CHECKPOINT_FAILED", e.to_string()))?
+    .map_err(|e| ApiError::new(500, "CHECKPOINT_FAILED", e))?;
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({"path": made.display().to_string()}),
+    ))
+}
+
 async fn create_program(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -376,7 +431,8 @@ pub fn app(
                     web::get().to(transactions),
                 )
                 .route("/earn/batch", web::post().to(earn_batch))
-                .route("/events", web::get().to(events)),
+                .route("/events", web::get().to(events))
+                .route("/admin/checkpoints", web::post().to(checkpoint)),
         )
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))

@@ -242,7 +242,12 @@ const BARRIER_SUBJECT: &str = "_loyalty.publisher.barrier";
 /// (normally "no responders") means it has received every publish before it.
 async fn server_has_everything(client: &async_nats::Client) -> bool {
     use async_nats::client::RequestErrorKind;
-    match tokio::time::timeout(Duration::from_secs(5), client.request(BARRIER_SUBJECT, Bytes::new())).await {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(BARRIER_SUBJECT, Bytes::new()),
+    )
+    .await
+    {
         Ok(Ok(_)) => true,
         Ok(Err(err)) => err.kind() == RequestErrorKind::NoResponders,
         Err(_) => false,

@@ -95,11 +95,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     // Fail-stop: a failed write leaves actors ahead of the disk; the process
     // exits so a restart recovers from what is durable.
-    let watched = engine.clone();
+    let watched = Arc::downgrade(&engine);
     actix_rt::spawn(async move {
         loop {
             actix_rt::time::sleep(Duration::from_millis(50)).await;
-            if watched.has_failed() {
+            let Some(engine) = watched.upgrade() else {
+                return;
+            };
+            if engine.has_failed() {
                 error!("a write to the data directory failed; exiting so a restart recovers from durable state");
                 std::process::exit(EXIT_STORAGE_FAILED);
             }
@@ -128,6 +131,5 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             warn!("engine still referenced at shutdown; the commit thread ends with the process")
         }
     }
-    info!("stopped");
     Ok(())
 }

@@ -22,8 +22,16 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
     let t = tenant(&server, "Shop");
     let mut enrollments = vec![t.enrollment_id.clone()];
     for i in 0..3 {
-        let (_, c) = server.post("/v1/customers", Some(&t.key), &json!({"externalId": format!("extra-{i}")}));
-        let (_, e) = server.post("/v1/enrollments", Some(&t.key), &json!({"customerId": c["customerId"], "programId": t.program_id}));
+        let (_, c) = server.post(
+            "/v1/customers",
+            Some(&t.key),
+            &json!({"externalId": format!("extra-{i}")}),
+        );
+        let (_, e) = server.post(
+            "/v1/enrollments",
+            Some(&t.key),
+            &json!({"customerId": c["customerId"], "programId": t.program_id}),
+        );
         enrollments.push(e["enrollmentId"].as_str().unwrap().to_owned());
     }
     // (enrollment, transaction id) of every 200 answer.
@@ -69,7 +77,10 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
         }
         server = Server::start(dir.path(), None);
     }
-    assert!(kills_under_load >= 10, "only {kills_under_load} kills under load");
+    assert!(
+        kills_under_load >= 10,
+        "only {kills_under_load} kills under load"
+    );
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 100, "too little load: {}", acked.len());
 
@@ -82,7 +93,9 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
         loop {
             let path = match &cursor {
                 None => format!("/v1/enrollments/{enrollment}/transactions?limit=500"),
-                Some(c) => format!("/v1/enrollments/{enrollment}/transactions?limit=500&cursor={c}"),
+                Some(c) => {
+                    format!("/v1/enrollments/{enrollment}/transactions?limit=500&cursor={c}")
+                }
             };
             let (status, page) = server.get(&path, Some(&t.key));
             assert_eq!(status, 200, "{page}");
@@ -96,11 +109,23 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
                 None => break,
             }
         }
-        let (_, view): (u16, Value) = server.get(&format!("/v1/enrollments/{enrollment}"), Some(&t.key));
-        assert_eq!(view["balance"].as_i64().unwrap(), sum, "balance of {enrollment} differs from its history");
+        let (_, view): (u16, Value) =
+            server.get(&format!("/v1/enrollments/{enrollment}"), Some(&t.key));
+        assert_eq!(
+            view["balance"].as_i64().unwrap(),
+            sum,
+            "balance of {enrollment} differs from its history"
+        );
     }
     for (enrollment, id) in &acked {
-        assert_eq!(seen.get(id).copied(), Some(1), "acknowledged earn {id} on {enrollment} is not in its history exactly once");
+        assert_eq!(
+            seen.get(id).copied(),
+            Some(1),
+            "acknowledged earn {id} on {enrollment} is not in its history exactly once"
+        );
     }
-    assert!(seen.values().all(|n| *n == 1), "a transaction appears twice");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a transaction appears twice"
+    );
 }

@@ -461,3 +461,43 @@ fn state_survives_a_graceful_restart() {
     );
     assert_eq!(enrollment["balance"], 42);
 }
+
+#[test]
+fn an_online_checkpoint_is_a_working_copy_of_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let t = tenant(&server, "Shop");
+    server.post(
+        &earn_path(&t),
+        Some(&t.key),
+        &json!({"points": 42, "idempotencyKey": "k"}),
+    );
+    let r = server.request(
+        "POST",
+        "/v1/admin/checkpoints",
+        Some(&t.key),
+        Some(r#"{"name":"b1"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 401, "only the operator may take checkpoints");
+    let (status, made) = server.post(
+        "/v1/admin/checkpoints",
+        Some(OPERATOR_TOKEN),
+        &json!({"name": "nightly-1"}),
+    );
+    assert_eq!(status, 201, "{made}");
+    let (status, _) = server.post(
+        "/v1/admin/checkpoints",
+        Some(OPERATOR_TOKEN),
+        &json!({"name": "../escape"}),
+    );
+    assert_eq!(status, 400);
+    // The copy opens as a data directory of its own with the same state.
+    let copy = std::path::PathBuf::from(made["path"].as_str().unwrap());
+    let restored = Server::start(&copy, None);
+    let (_, enrollment) = restored.get(
+        &format!("/v1/enrollments/{}", t.enrollment_id),
+        Some(&t.key),
+    );
+    assert_eq!(enrollment["balance"], 42);
+}

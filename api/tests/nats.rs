@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 async fn connect(url: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url).await.unwrap()
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .unwrap()
 }
 
 struct Reply {
@@ -30,7 +34,13 @@ async fn request(client: &async_nats::Client, subject: &str, key: &str, body: Va
     .await
     .expect("a reply in time")
     .expect("a reply");
-    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
     Reply {
         body: serde_json::from_slice(&message.payload).unwrap_or(Value::Null),
         status: header("Nats-Service-Error-Code"),
@@ -42,12 +52,20 @@ async fn request(client: &async_nats::Client, subject: &str, key: &str, body: Va
 async fn wait_for_service(client: &async_nats::Client) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), client.request("$SRV.PING.loyalty", "".into())).await {
+        if let Ok(Ok(reply)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request("$SRV.PING.loyalty", "".into()),
+        )
+        .await
+        {
             let ping: Value = serde_json::from_slice(&reply.payload).unwrap();
             assert_eq!(ping["name"], "loyalty");
             return;
         }
-        assert!(Instant::now() < deadline, "the NATS service never answered $SRV.PING");
+        assert!(
+            Instant::now() < deadline,
+            "the NATS service never answered $SRV.PING"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -63,16 +81,41 @@ async fn every_operation_answers_over_nats_as_over_http() {
     let e = t.enrollment_id.as_str();
 
     // earn: the same key over NATS and HTTP answers the same answer.
-    let earned = request(&client, "loyalty.v1.earn", &t.key, json!({"enrollmentId": e, "points": 120, "idempotencyKey": "n1"})).await;
+    let earned = request(
+        &client,
+        "loyalty.v1.earn",
+        &t.key,
+        json!({"enrollmentId": e, "points": 120, "idempotencyKey": "n1"}),
+    )
+    .await;
     assert_eq!(earned.status, None, "{}", earned.body);
     assert_eq!(earned.body["balance"], 120);
-    let (_, over_http) = server.post(&format!("/v1/enrollments/{e}/earn"), Some(&t.key), &json!({"points": 120, "idempotencyKey": "n1"}));
+    let (_, over_http) = server.post(
+        &format!("/v1/enrollments/{e}/earn"),
+        Some(&t.key),
+        &json!({"points": 120, "idempotencyKey": "n1"}),
+    );
     assert_eq!(earned.body, over_http);
 
-    let redeemed = request(&client, "loyalty.v1.redeem", &t.key, json!({"enrollmentId": e, "points": 20, "idempotencyKey": "n2"})).await;
+    let redeemed = request(
+        &client,
+        "loyalty.v1.redeem",
+        &t.key,
+        json!({"enrollmentId": e, "points": 20, "idempotencyKey": "n2"}),
+    )
+    .await;
     assert_eq!(redeemed.body["balance"], 100);
-    let short = request(&client, "loyalty.v1.redeem", &t.key, json!({"enrollmentId": e, "points": 1000, "idempotencyKey": "n3"})).await;
-    assert_eq!((short.status.as_deref(), short.code.as_deref()), (Some("422"), Some("INSUFFICIENT_POINTS")));
+    let short = request(
+        &client,
+        "loyalty.v1.redeem",
+        &t.key,
+        json!({"enrollmentId": e, "points": 1000, "idempotencyKey": "n3"}),
+    )
+    .await;
+    assert_eq!(
+        (short.status.as_deref(), short.code.as_deref()),
+        (Some("422"), Some("INSUFFICIENT_POINTS"))
+    );
     assert_eq!(short.body["error"]["code"], "INSUFFICIENT_POINTS");
     let reversed = request(
         &client,
@@ -83,16 +126,44 @@ async fn every_operation_answers_over_nats_as_over_http() {
     .await;
     assert_eq!(reversed.body["balance"], 120);
 
-    let balance = request(&client, "loyalty.v1.balance", &t.key, json!({"enrollmentId": e})).await;
+    let balance = request(
+        &client,
+        "loyalty.v1.balance",
+        &t.key,
+        json!({"enrollmentId": e}),
+    )
+    .await;
     let (_, over_http) = server.get(&format!("/v1/enrollments/{e}"), Some(&t.key));
     assert_eq!(balance.body, over_http);
-    let history = request(&client, "loyalty.v1.transactions", &t.key, json!({"enrollmentId": e, "limit": 2})).await;
-    let (_, over_http) = server.get(&format!("/v1/enrollments/{e}/transactions?limit=2"), Some(&t.key));
+    let history = request(
+        &client,
+        "loyalty.v1.transactions",
+        &t.key,
+        json!({"enrollmentId": e, "limit": 2}),
+    )
+    .await;
+    let (_, over_http) = server.get(
+        &format!("/v1/enrollments/{e}/transactions?limit=2"),
+        Some(&t.key),
+    );
     assert_eq!(history.body, over_http);
 
-    let (_, customer) = server.post("/v1/customers", Some(&t.key), &json!({"externalId": "pos-2"}));
-    let enrolled = request(&client, "loyalty.v1.enroll", &t.key, json!({"customerId": customer["customerId"], "programId": t.program_id})).await;
-    assert_eq!((enrolled.status, enrolled.body["balance"].as_i64()), (None, Some(0)));
+    let (_, customer) = server.post(
+        "/v1/customers",
+        Some(&t.key),
+        &json!({"externalId": "pos-2"}),
+    );
+    let enrolled = request(
+        &client,
+        "loyalty.v1.enroll",
+        &t.key,
+        json!({"customerId": customer["customerId"], "programId": t.program_id}),
+    )
+    .await;
+    assert_eq!(
+        (enrolled.status, enrolled.body["balance"].as_i64()),
+        (None, Some(0))
+    );
     let batch = request(
         &client,
         "loyalty.v1.earn.batch",
@@ -104,26 +175,85 @@ async fn every_operation_answers_over_nats_as_over_http() {
     assert_eq!(batch.body["results"][1]["error"]["field"], "points");
 
     // Errors: bad key, bad body, another business's enrollment.
-    let unauthorized = request(&client, "loyalty.v1.balance", "lk_wrong", json!({"enrollmentId": e})).await;
-    assert_eq!((unauthorized.status.as_deref(), unauthorized.code.as_deref()), (Some("401"), Some("UNAUTHORIZED")));
-    let bad = request(&client, "loyalty.v1.earn", &t.key, json!({"enrollmentId": e, "points": "x", "idempotencyKey": "z"})).await;
-    assert_eq!((bad.status.as_deref(), bad.body["error"]["field"].as_str()), (Some("400"), Some("points")));
+    let unauthorized = request(
+        &client,
+        "loyalty.v1.balance",
+        "lk_wrong",
+        json!({"enrollmentId": e}),
+    )
+    .await;
+    assert_eq!(
+        (unauthorized.status.as_deref(), unauthorized.code.as_deref()),
+        (Some("401"), Some("UNAUTHORIZED"))
+    );
+    let bad = request(
+        &client,
+        "loyalty.v1.earn",
+        &t.key,
+        json!({"enrollmentId": e, "points": "x", "idempotencyKey": "z"}),
+    )
+    .await;
+    assert_eq!(
+        (bad.status.as_deref(), bad.body["error"]["field"].as_str()),
+        (Some("400"), Some("points"))
+    );
     let other = tenant(&server, "Other");
-    let hidden = request(&client, "loyalty.v1.balance", &other.key, json!({"enrollmentId": e})).await;
+    let hidden = request(
+        &client,
+        "loyalty.v1.balance",
+        &other.key,
+        json!({"enrollmentId": e}),
+    )
+    .await;
     assert_eq!(hidden.status.as_deref(), Some("404"));
-    let conflict = request(&client, "loyalty.v1.earn", &t.key, json!({"enrollmentId": e, "points": 121, "idempotencyKey": "n1"})).await;
-    assert_eq!((conflict.status.as_deref(), conflict.code.as_deref()), (Some("409"), Some("IDEMPOTENCY_CONFLICT")));
+    let conflict = request(
+        &client,
+        "loyalty.v1.earn",
+        &t.key,
+        json!({"enrollmentId": e, "points": 121, "idempotencyKey": "n1"}),
+    )
+    .await;
+    assert_eq!(
+        (conflict.status.as_deref(), conflict.code.as_deref()),
+        (Some("409"), Some("IDEMPOTENCY_CONFLICT"))
+    );
 
     // The micro-service protocol describes every endpoint.
-    let info = client.request("$SRV.INFO.loyalty", "".into()).await.unwrap();
+    let info = client
+        .request("$SRV.INFO.loyalty", "".into())
+        .await
+        .unwrap();
     let info: Value = serde_json::from_slice(&info.payload).unwrap();
-    let subjects: Vec<&str> = info["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
-    for op in ["earn", "redeem", "reverse", "balance", "enroll", "transactions", "earn.batch"] {
-        assert!(subjects.contains(&format!("loyalty.v1.{op}").as_str()), "{subjects:?}");
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    for op in [
+        "earn",
+        "redeem",
+        "reverse",
+        "balance",
+        "enroll",
+        "transactions",
+        "earn.batch",
+    ] {
+        assert!(
+            subjects.contains(&format!("loyalty.v1.{op}").as_str()),
+            "{subjects:?}"
+        );
     }
-    let stats = client.request("$SRV.STATS.loyalty", "".into()).await.unwrap();
+    let stats = client
+        .request("$SRV.STATS.loyalty", "".into())
+        .await
+        .unwrap();
     let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
-    assert!(stats["endpoints"].as_array().unwrap().iter().any(|e| e["num_requests"].as_u64().unwrap_or(0) > 0));
+    assert!(stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["num_requests"].as_u64().unwrap_or(0) > 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +270,10 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
             .expect("nats-server (scripts/test installs it)");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(child.try_wait().unwrap().is_none() && Instant::now() < deadline, "nats-server did not start");
+            assert!(
+                child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+                "nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         child
@@ -163,7 +296,11 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
     let server = Server::start(dir.path(), Some(&url));
     let t = tenant(&server, "Shop");
     let earn = |i: usize| {
-        let (status, body) = server.post(&format!("/v1/enrollments/{}/earn", t.enrollment_id), Some(&t.key), &json!({"points": i + 1, "idempotencyKey": format!("k{i}")}));
+        let (status, body) = server.post(
+            &format!("/v1/enrollments/{}/earn", t.enrollment_id),
+            Some(&t.key),
+            &json!({"points": i + 1, "idempotencyKey": format!("k{i}")}),
+        );
         assert_eq!(status, 200, "{body}");
     };
     for i in 0..20 {
@@ -177,7 +314,10 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
     }
     let (status, ready) = server.get("/readyz", None);
     assert_eq!(status, 200);
-    assert!(ready["nats"].as_str().unwrap().starts_with("disconnected"), "{ready}");
+    assert!(
+        ready["nats"].as_str().unwrap().starts_with("disconnected"),
+        "{ready}"
+    );
     nats = start_nats();
     for i in 40..45 {
         earn(i);
@@ -186,7 +326,13 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
     // Every durable event of the business, from the feed, in commit order.
     let (_, feed) = server.get("/v1/events?limit=500", Some(&t.key));
     let expected: Vec<Value> = feed["items"].as_array().unwrap().clone();
-    assert_eq!(expected.iter().filter(|e| e["eventType"] == "loyalty.points.earned").count(), 45);
+    assert_eq!(
+        expected
+            .iter()
+            .filter(|e| e["eventType"] == "loyalty.points.earned")
+            .count(),
+        45
+    );
 
     let client = connect(&url).await;
     let js = jetstream::new(client);
@@ -198,22 +344,46 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
         received.clear();
         for seq in 1..=last {
             let message = stream.get_raw_message(seq).await.unwrap();
-            let msg_id = message.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+            let msg_id = message
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
             received.push((msg_id, serde_json::from_slice(&message.payload).unwrap()));
         }
-        let mine = received.iter().filter(|(_, e)| e["businessId"] == t.business_id.as_str()).count();
+        let mine = received
+            .iter()
+            .filter(|(_, e)| e["businessId"] == t.business_id.as_str())
+            .count();
         if mine >= expected.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mine: Vec<&(String, Value)> = received.iter().filter(|(_, e)| e["businessId"] == t.business_id.as_str()).collect();
-    assert_eq!(mine.len(), expected.len(), "every durable event arrived once (duplicates dropped by Nats-Msg-Id)");
+    let mine: Vec<&(String, Value)> = received
+        .iter()
+        .filter(|(_, e)| e["businessId"] == t.business_id.as_str())
+        .collect();
+    assert_eq!(
+        mine.len(),
+        expected.len(),
+        "every durable event arrived once (duplicates dropped by Nats-Msg-Id)"
+    );
     for ((msg_id, event), want) in mine.iter().zip(&expected) {
-        assert_eq!(event, want, "events arrive in commit order, as the feed has them");
-        assert_eq!(msg_id, event["eventId"].as_str().unwrap(), "Nats-Msg-Id is the eventId");
+        assert_eq!(
+            event, want,
+            "events arrive in commit order, as the feed has them"
+        );
+        assert_eq!(
+            msg_id,
+            event["eventId"].as_str().unwrap(),
+            "Nats-Msg-Id is the eventId"
+        );
     }
-    let sequences: Vec<u64> = mine.iter().map(|(_, e)| e["sequence"].as_u64().unwrap()).collect();
+    let sequences: Vec<u64> = mine
+        .iter()
+        .map(|(_, e)| e["sequence"].as_u64().unwrap())
+        .collect();
     assert!(sequences.windows(2).all(|w| w[0] < w[1]));
     let _ = nats.kill();
     let _ = nats.wait();
