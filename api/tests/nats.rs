@@ -197,15 +197,92 @@ async fn every_operation_answers_over_nats_as_over_http() {
         (bad.status.as_deref(), bad.body["error"]["field"].as_str()),
         (Some("400"), Some("points"))
     );
+    // Another business's key: 404 on every subject, and nothing leaks.
     let other = tenant(&server, "Other");
-    let hidden = request(
+    let foreign = [
+        ("loyalty.v1.balance", json!({"enrollmentId": e})),
+        (
+            "loyalty.v1.earn",
+            json!({"enrollmentId": e, "points": 1, "idempotencyKey": "x"}),
+        ),
+        (
+            "loyalty.v1.redeem",
+            json!({"enrollmentId": e, "points": 1, "idempotencyKey": "x"}),
+        ),
+        (
+            "loyalty.v1.reverse",
+            json!({"enrollmentId": e, "transactionId": earned.body["transactionId"], "idempotencyKey": "x"}),
+        ),
+        ("loyalty.v1.transactions", json!({"enrollmentId": e})),
+        (
+            "loyalty.v1.enroll",
+            json!({"customerId": t.customer_id, "programId": other.program_id}),
+        ),
+        (
+            "loyalty.v1.enroll",
+            json!({"customerId": other.customer_id, "programId": t.program_id}),
+        ),
+    ];
+    for (subject, body) in foreign {
+        let hidden = request(&client, subject, &other.key, body.clone()).await;
+        assert_eq!(
+            hidden.status.as_deref(),
+            Some("404"),
+            "{subject} {body}: {}",
+            hidden.body
+        );
+        assert!(
+            !hidden.body.to_string().contains("balance"),
+            "{subject} leaked {}",
+            hidden.body
+        );
+    }
+    let foreign_batch = request(
         &client,
-        "loyalty.v1.balance",
+        "loyalty.v1.earn.batch",
         &other.key,
-        json!({"enrollmentId": e}),
+        json!({"items": [{"enrollmentId": e, "points": 1, "idempotencyKey": "x"}]}),
     )
     .await;
-    assert_eq!(hidden.status.as_deref(), Some("404"));
+    assert_eq!(
+        foreign_batch.body["results"][0]["error"]["code"],
+        "NOT_FOUND"
+    );
+    // Bad input over NATS gets the same status, code and field as over HTTP.
+    let bad_inputs = [
+        (
+            "loyalty.v1.earn",
+            json!({"enrollmentId": e, "points": 0, "idempotencyKey": "q"}),
+            "points",
+        ),
+        (
+            "loyalty.v1.earn",
+            json!({"enrollmentId": e, "points": 1}),
+            "idempotencyKey",
+        ),
+        (
+            "loyalty.v1.earn",
+            json!({"enrollmentId": e, "points": 1, "idempotencyKey": "q", "extra": true}),
+            "extra",
+        ),
+        (
+            "loyalty.v1.redeem",
+            json!({"enrollmentId": "nope", "points": 1, "idempotencyKey": "q"}),
+            "enrollmentId",
+        ),
+        ("loyalty.v1.balance", json!({}), "enrollmentId"),
+    ];
+    for (subject, body, field) in bad_inputs {
+        let reply = request(&client, subject, &t.key, body.clone()).await;
+        assert_eq!(reply.status.as_deref(), Some("400"), "{subject} {body}");
+        assert_eq!(
+            reply.body["error"]["field"], field,
+            "{subject} {body}: {}",
+            reply.body
+        );
+    }
+    let (_, after) = server.get(&format!("/v1/enrollments/{e}"), Some(&t.key));
+    assert_eq!(after["balance"], 125, "refused requests changed nothing");
     let conflict = request(
         &client,
         "loyalty.v1.earn",
