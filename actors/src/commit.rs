@@ -17,7 +17,8 @@
 
 use crate::config::Durability;
 use crate::error::EngineError;
-use loyalty_persistence::{CommitGroup, Store};
+use loyalty_persistence::store::Batch;
+use loyalty_persistence::{CommitGroup, Store, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -63,6 +64,15 @@ fn bucket(bounds: &[u64], value: u64) -> usize {
         .unwrap_or(bounds.len())
 }
 
+/// Writes one batch, synced or not. The engine's is [`store_writer`];
+/// tests put a failing one in its place to watch the engine stop.
+pub type BatchWriter = Box<dyn FnMut(&Store, Batch, bool) -> Result<(), StoreError> + Send>;
+
+/// The real writer: [`Store::write`].
+pub fn store_writer() -> BatchWriter {
+    Box::new(|store, batch, sync| store.write(batch, sync))
+}
+
 /// The actors' side of the commit thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
@@ -79,6 +89,7 @@ impl Committer {
         queue_max: usize,
         batch_events_max: usize,
         durability: Durability,
+        writer: BatchWriter,
     ) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = mpsc::sync_channel(queue_max);
         let failed = Arc::new(AtomicBool::new(false));
@@ -92,15 +103,8 @@ impl Committer {
             std::thread::Builder::new()
                 .name("loyalty-commit".into())
                 .spawn(move || {
-                    run(
-                        store,
-                        rx,
-                        next_sequence,
-                        batch_events_max,
-                        durability,
-                        &failed,
-                        &stats,
-                    )
+                    let limits = (next_sequence, batch_events_max, durability);
+                    run(store, rx, limits, writer, &failed, &stats)
                 })
                 .expect("spawn the commit thread")
         };
@@ -140,9 +144,8 @@ fn stopped() -> EngineError {
 fn run(
     store: Store,
     rx: Receiver<Job>,
-    mut next_sequence: u64,
-    batch_events_max: usize,
-    durability: Durability,
+    (mut next_sequence, batch_events_max, durability): (u64, usize, Durability),
+    mut writer: BatchWriter,
     failed: &AtomicBool,
     stats: &CommitStats,
 ) {
@@ -172,7 +175,7 @@ fn run(
             .map(|job| store.add_group(&mut batch, &job.group, &mut seq))
             .collect();
         let started = Instant::now();
-        let written = store.write(batch, durability == Durability::Fsync);
+        let written = writer(&store, batch, durability == Durability::Fsync);
         let write_us = started.elapsed().as_micros() as u64;
         match written {
             Ok(()) => {

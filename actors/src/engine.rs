@@ -5,7 +5,7 @@
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::commit::{CommitStats, Committer};
+use crate::commit::{self, CommitStats, Committer};
 use crate::config::{Durability, EngineConfig};
 use crate::enrollment_actor::{Balance, Transact};
 use crate::error::EngineError;
@@ -53,6 +53,17 @@ impl Engine {
         config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, EngineError> {
+        Self::start_with_writer(store, recovered, config, clock, commit::store_writer())
+    }
+
+    /// [`Engine::start`] with another batch writer (fault-injection tests).
+    pub fn start_with_writer(
+        store: Store,
+        recovered: &RecoveryReport,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        writer: commit::BatchWriter,
+    ) -> Result<Engine, EngineError> {
         if config.durability == Durability::UnsafeNoFsync {
             warn!("durability is UNSAFE-NO-FSYNC: answers are given before the fsync; a machine crash can lose acknowledged transactions");
         }
@@ -66,6 +77,7 @@ impl Engine {
             config.commit_queue_max,
             config.commit_batch_events_max,
             config.durability,
+            writer,
         );
         let rt = Arc::new(Runtime {
             store,

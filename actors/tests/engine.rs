@@ -395,3 +395,64 @@ async fn catalog_rules_are_enforced() {
     assert_eq!(err.code(), "ALREADY_ENROLLED");
     engine.shutdown();
 }
+
+#[actix_rt::test]
+async fn a_failed_write_stops_the_engine_instead_of_answering() {
+    use loyalty_persistence::{Store, StoreError, StoreOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let failing = failing.clone();
+        Box::new(move |store: &Store, batch, sync| {
+            if failing.load(Ordering::SeqCst) {
+                Err(StoreError::Io("injected fsync failure".into()))
+            } else {
+                store.write(batch, sync)
+            }
+        })
+    };
+    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine =
+        loyalty_actors::Engine::start_with_writer(store, &report, config(), clock.clone(), writer)
+            .unwrap();
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    engine
+        .transact(business, e.enrollment_id, key("ok"), earn(10))
+        .await
+        .unwrap();
+
+    failing.store(true, Ordering::SeqCst);
+    let err = engine
+        .transact(business, e.enrollment_id, key("lost"), earn(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Stopped(_)), "{err}");
+    assert!(engine.has_failed());
+    // The actor's memory is now ahead of the disk: nothing more is answered.
+    failing.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        engine.balance(business, e.enrollment_id).await,
+        Err(EngineError::Stopped(_))
+    ));
+    let err = engine
+        .transact(business, e.enrollment_id, key("after"), earn(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Stopped(_)));
+    engine.shutdown();
+
+    // A restart recovers exactly what was durable.
+    let engine = start(dir.path(), config(), clock);
+    assert_eq!(
+        engine
+            .balance(business, e.enrollment_id)
+            .await
+            .unwrap()
+            .balance,
+        10
+    );
+    engine.shutdown();
+}
