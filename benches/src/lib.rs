@@ -1,1 +1,4 @@
-
+//! Benchmarks and load-test helpers. The criterion benchmarks are in
+//! `benches/hot_path.rs`; `src/bin/null_http.rs` is the do-nothing HTTP
+//! responder the load tests measure beside the engine.
+#![forbid(unsafe_code)]

@@ -1,0 +1,295 @@
+//! Criterion benchmarks of the hot path, each beside a baseline measured in
+//! the same run where one makes sense:
+//!
+//! - `decide/earn`: one earn decided against an enrollment (no I/O).
+//! - `snapshot/encode`, `snapshot/decode`: an enrollment's snapshot through
+//!   its checksummed postcard envelope.
+//! - `json/earn_decode`, `json/answer_encode`: the HTTP/NATS body of an earn.
+//! - `group_commit/<events>`: one synced RocksDB write of a batch of that many
+//!   events; throughput in events per second.
+//! - `actor/round_trip_*`: `Engine::transact` end to end (fsync and
+//!   unsafe-no-fsync), beside `actor/baseline_noop`: an empty message to an
+//!   actix actor on another thread and back.
+
+use actix::prelude::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use loyalty_actors::{Durability, Engine, EngineConfig, ManualClock};
+use loyalty_api::wire::{self, EarnBody, TransactionBody};
+use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
+use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
+use loyalty_engine::idempotency::IdempotencyKey;
+use loyalty_engine::program::{EarnRule, ProgramRules, Tier};
+use loyalty_engine::*;
+use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreOptions, StoredAnswer};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn rules() -> ProgramRules {
+    ProgramRules::new(
+        EarnRule {
+            points_per_unit: 10,
+            minor_units_per_unit: 100,
+        },
+        vec![
+            Tier {
+                name: "member".into(),
+                min_points: 0,
+            },
+            Tier {
+                name: "gold".into(),
+                min_points: 10_000,
+            },
+        ],
+        Some(365),
+        None,
+    )
+    .unwrap()
+}
+
+/// An enrollment with a realistic history: 40 earns and 10 redeems over
+/// 50 days.
+fn enrollment(rules: &ProgramRules) -> Enrollment {
+    let enrolled = EnrollmentEvent::Enrolled {
+        enrollment_id: EnrollmentId(Uuid::now_v7()),
+        business_id: BusinessId(Uuid::now_v7()),
+        customer_id: CustomerId(Uuid::now_v7()),
+        program_id: ProgramId(Uuid::now_v7()),
+        tier: Some("member".into()),
+    };
+    let mut state = Enrollment::from_enrolled(&enrolled, T0);
+    for day in 0..50i64 {
+        let request = if day % 5 == 4 {
+            Request::Redeem(loyalty_engine::enrollment::redeem::RedeemPoints {
+                points: 30,
+                reason: None,
+                reference: None,
+            })
+        } else {
+            earn_request(120)
+        };
+        let at = Timestamp(T0.0 + day * 86_400_000);
+        state = decide(
+            &state,
+            rules,
+            Some((&request, TransactionId(Uuid::now_v7()))),
+            at,
+        )
+        .unwrap()
+        .state;
+    }
+    state
+}
+
+fn earn_request(points: i64) -> Request {
+    Request::Earn(EarnPoints {
+        value: EarnValue::Points(points),
+        reason: Some("purchase".into()),
+        reference: Some("till-4".into()),
+    })
+}
+
+fn domain(c: &mut Criterion) {
+    let rules = rules();
+    let state = enrollment(&rules);
+    let request = earn_request(25);
+    let id = TransactionId(Uuid::now_v7());
+    let now = Timestamp(T0.0 + 51 * 86_400_000);
+    c.bench_function("decide/earn", |b| {
+        b.iter(|| decide(black_box(&state), &rules, Some((&request, id)), now).unwrap())
+    });
+
+    let snapshot = Store::snapshot_put(&state).unwrap();
+    c.bench_function("snapshot/encode", |b| {
+        b.iter(|| Store::snapshot_put(black_box(&state)).unwrap())
+    });
+    let value = snapshot.value.clone();
+    c.bench_function("snapshot/decode", |b| {
+        b.iter(|| {
+            let record: loyalty_persistence::SnapshotRecord =
+                loyalty_persistence::envelope::decode(
+                    loyalty_persistence::envelope::Kind::Snapshot,
+                    black_box(&value),
+                    || "bench".into(),
+                )
+                .unwrap();
+            record
+        })
+    });
+
+    let body = br#"{"enrollmentId":"0190d6a1-2b3c-7d4e-8f90-123456789abc","points":120,"idempotencyKey":"till-4-receipt-88213","reason":"purchase","reference":"till-4"}"#;
+    c.bench_function("json/earn_decode", |b| {
+        b.iter(|| wire::decode::<EarnBody>(black_box(body)).unwrap())
+    });
+    let decision = decide(&state, &rules, Some((&request, id)), now).unwrap();
+    let answer = StoredAnswer {
+        outcome: decision.outcome.unwrap(),
+        event_id: EventId(Uuid::now_v7()),
+    };
+    c.bench_function("json/answer_encode", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&TransactionBody::new(
+                "0190d6a1-2b3c-7d4e-8f90-123456789abc",
+                black_box(&answer),
+                false,
+            ))
+            .unwrap()
+        })
+    });
+}
+
+fn group_commit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    let mut next = report.next_sequence;
+    let rules = rules();
+    let state = enrollment(&rules);
+    let event = decide(
+        &state,
+        &rules,
+        Some((&earn_request(10), TransactionId(Uuid::now_v7()))),
+        T0,
+    )
+    .unwrap()
+    .events
+    .remove(0);
+    let mut group = c.benchmark_group("group_commit");
+    group
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
+    for events in [1usize, 16, 256, 4_096] {
+        group.throughput(Throughput::Elements(events as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(events),
+            &events,
+            |b, &events| {
+                b.iter(|| {
+                    let mut batch = store.batch();
+                    let mut commit = CommitGroup::default();
+                    for i in 0..events {
+                        let record = LogRecord {
+                            aggregate_id: state.enrollment_id.0,
+                            version: 1_000_000 + i as u64,
+                            event_id: EventId(Uuid::now_v7()),
+                            business_id: state.business_id,
+                            recorded_at: T0,
+                            event: DomainEvent::Enrollment(event.clone()),
+                        };
+                        commit.events.push(Store::encode_event(&record).unwrap());
+                    }
+                    store.add_group(&mut batch, &commit, &mut next);
+                    store.write(batch, true).unwrap();
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+struct Noop;
+impl Actor for Noop {
+    type Context = Context<Self>;
+}
+impl Handler<Ping> for Noop {
+    type Result = u64;
+    fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
+        msg.0
+    }
+}
+
+fn actors(c: &mut Criterion) {
+    let system = actix_rt::System::new();
+    let mut group = c.benchmark_group("actor");
+    group.measurement_time(Duration::from_secs(5));
+    let noop = system.block_on(async {
+        let arbiter = Arbiter::new();
+        Noop::start_in_arbiter(&arbiter.handle(), |_| Noop)
+    });
+    group.bench_function("baseline_noop", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let started = Instant::now();
+                for i in 0..iters {
+                    black_box(noop.send(Ping(i)).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    for (name, durability) in [
+        ("round_trip_fsync", Durability::Fsync),
+        ("round_trip_unsafe_no_fsync", Durability::UnsafeNoFsync),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, business, enrollment) = system.block_on(async {
+            let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+            let config = EngineConfig {
+                durability,
+                ..EngineConfig::default()
+            };
+            let engine =
+                Engine::start(store, &report, config, Arc::new(ManualClock::new(T0))).unwrap();
+            let business = engine
+                .catalog
+                .create_business("Bench")
+                .await
+                .unwrap()
+                .business_id;
+            let program = engine
+                .catalog
+                .create_program(business, "P", rules())
+                .await
+                .unwrap()
+                .program_id;
+            engine
+                .catalog
+                .activate_program(business, program)
+                .await
+                .unwrap();
+            let customer = engine
+                .catalog
+                .create_customer(business, "c", None, None)
+                .await
+                .unwrap()
+                .customer_id;
+            let enrollment = engine
+                .catalog
+                .enroll(business, customer, program)
+                .await
+                .unwrap()
+                .enrollment_id;
+            (engine, business, enrollment)
+        });
+        let mut n = 0u64;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        n += 1;
+                        let key = IdempotencyKey::parse(&format!("k{n}")).unwrap();
+                        black_box(
+                            engine
+                                .transact(business, enrollment, key, earn_request(1))
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+        engine.shutdown();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, domain, group_commit, actors);
+criterion_main!(benches);
