@@ -22,19 +22,12 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-pub struct Catalog {
+pub(crate) struct CatalogInner {
     rt: Arc<Runtime>,
     write_lock: Mutex<()>,
 }
 
-impl Catalog {
-    pub(crate) fn new(rt: Arc<Runtime>) -> Self {
-        Catalog {
-            rt,
-            write_lock: Mutex::new(()),
-        }
-    }
-
+impl CatalogInner {
     /// Appends one catalog event with its rows and waits until durable.
     async fn commit(
         &self,
@@ -273,5 +266,137 @@ impl Catalog {
             .catalog::<EnrollmentRef>(&key::enrollment(enrollment_id.as_bytes()))?
             .filter(|e| e.business_id == business_id)
             .ok_or(EngineError::NotFound { what: "enrollment" })
+    }
+}
+
+/// The catalog's handle. Each write runs as a task of its own, so it runs
+/// to its end (commit, cache update, lock release) even if the caller stops
+/// waiting: a dropped HTTP request can never leave the program cache behind
+/// the disk or a uniqueness check half done.
+pub struct Catalog {
+    inner: Arc<CatalogInner>,
+}
+
+impl Catalog {
+    pub(crate) fn new(rt: Arc<Runtime>) -> Self {
+        Catalog {
+            inner: Arc::new(CatalogInner {
+                rt,
+                write_lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    async fn detached<T, F>(
+        &self,
+        write: impl FnOnce(Arc<CatalogInner>) -> F,
+    ) -> Result<T, EngineError>
+    where
+        F: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(write(self.inner.clone()))
+            .await
+            .map_err(|_| EngineError::Stopped("a catalog write failed to complete".into()))?
+    }
+
+    pub async fn create_business(&self, name: &str) -> Result<Business, EngineError> {
+        let name = name.to_owned();
+        self.detached(|c| async move { c.create_business(&name).await })
+            .await
+    }
+
+    pub fn business(&self, id: BusinessId) -> Result<Business, EngineError> {
+        self.inner.business(id)
+    }
+
+    /// Records an API key for a business by its SHA-256; the key itself is
+    /// never stored.
+    pub async fn issue_api_key(
+        &self,
+        business_id: BusinessId,
+        key_sha256: [u8; 32],
+    ) -> Result<ApiKeyRecord, EngineError> {
+        self.detached(move |c| async move { c.issue_api_key(business_id, key_sha256).await })
+            .await
+    }
+
+    /// The business an API key (by its SHA-256) belongs to.
+    pub fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<ApiKeyRecord>, EngineError> {
+        self.inner.api_key(key_sha256)
+    }
+
+    pub async fn create_program(
+        &self,
+        business_id: BusinessId,
+        name: &str,
+        rules: ProgramRules,
+    ) -> Result<Program, EngineError> {
+        let name = name.to_owned();
+        self.detached(move |c| async move { c.create_program(business_id, &name, rules).await })
+            .await
+    }
+
+    pub async fn activate_program(
+        &self,
+        business_id: BusinessId,
+        program_id: ProgramId,
+    ) -> Result<Program, EngineError> {
+        self.detached(move |c| async move { c.activate_program(business_id, program_id).await })
+            .await
+    }
+
+    pub fn program(
+        &self,
+        business_id: BusinessId,
+        program_id: ProgramId,
+    ) -> Result<Program, EngineError> {
+        self.inner.program(business_id, program_id)
+    }
+
+    pub async fn create_customer(
+        &self,
+        business_id: BusinessId,
+        external_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<Customer, EngineError> {
+        let (external_id, name, email) = (
+            external_id.to_owned(),
+            name.map(str::to_owned),
+            email.map(str::to_owned),
+        );
+        self.detached(move |c| async move {
+            c.create_customer(business_id, &external_id, name.as_deref(), email.as_deref())
+                .await
+        })
+        .await
+    }
+
+    pub fn customer(
+        &self,
+        business_id: BusinessId,
+        customer_id: CustomerId,
+    ) -> Result<Customer, EngineError> {
+        self.inner.customer(business_id, customer_id)
+    }
+
+    /// Enrolls a customer in an active program of the same business.
+    pub async fn enroll(
+        &self,
+        business_id: BusinessId,
+        customer_id: CustomerId,
+        program_id: ProgramId,
+    ) -> Result<EnrollmentRef, EngineError> {
+        self.detached(move |c| async move { c.enroll(business_id, customer_id, program_id).await })
+            .await
+    }
+
+    pub fn enrollment(
+        &self,
+        business_id: BusinessId,
+        enrollment_id: EnrollmentId,
+    ) -> Result<EnrollmentRef, EngineError> {
+        self.inner.enrollment(business_id, enrollment_id)
     }
 }

@@ -104,7 +104,15 @@ impl Committer {
                 .name("loyalty-commit".into())
                 .spawn(move || {
                     let limits = (next_sequence, batch_events_max, durability);
-                    run(store, rx, limits, writer, &failed, &stats)
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(store, rx, limits, writer, &failed, &stats)
+                    }));
+                    if ran.is_err() {
+                        // A panic here is a failed commit like any other:
+                        // stop, so the process restarts from the disk.
+                        failed.store(true, Ordering::Release);
+                        error!("the commit thread panicked; the engine has stopped");
+                    }
                 })
                 .expect("spawn the commit thread")
         };

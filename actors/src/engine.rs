@@ -34,6 +34,16 @@ pub struct Engine {
     pub catalog: Catalog,
 }
 
+/// A shard's mailbox full is overload; a shard gone is a stopped engine.
+fn shard_refused<M>(err: actix::dev::SendError<M>) -> EngineError {
+    match err {
+        actix::dev::SendError::Full(_) => EngineError::Overloaded,
+        actix::dev::SendError::Closed(_) => {
+            EngineError::Stopped("an actor thread has stopped".into())
+        }
+    }
+}
+
 /// Holds one unit of the engine's in-flight budget until dropped.
 struct Admission(Arc<AtomicUsize>);
 
@@ -155,7 +165,7 @@ impl Engine {
         };
         self.shard(enrollment_id)
             .try_send(msg)
-            .map_err(|_| EngineError::Overloaded)?;
+            .map_err(shard_refused)?;
         answer
             .await
             .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
@@ -176,7 +186,7 @@ impl Engine {
         };
         self.shard(enrollment_id)
             .try_send(msg)
-            .map_err(|_| EngineError::Overloaded)?;
+            .map_err(shard_refused)?;
         view.await
             .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
     }

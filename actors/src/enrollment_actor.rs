@@ -57,6 +57,10 @@ pub(crate) struct PassivateAnswer {
 /// Someone waiting for a version to become durable.
 enum Waiter {
     Answer(StoredAnswer, AnswerReply),
+    /// A refusal decided against state that was not durable yet: it is sent
+    /// only once that state is, so no caller is told something a crash
+    /// could take back.
+    Refusal(EngineError, AnswerReply),
     View(ViewReply),
 }
 
@@ -65,13 +69,14 @@ impl Waiter {
         // A caller that stopped waiting is not an error.
         match self {
             Waiter::Answer(answer, reply) => drop(reply.send(Ok(answer))),
+            Waiter::Refusal(err, reply) => drop(reply.send(Err(err))),
             Waiter::View(reply) => drop(reply.send(Ok(view.clone()))),
         }
     }
 
     fn fail(self, err: EngineError) {
         match self {
-            Waiter::Answer(_, reply) => drop(reply.send(Err(err))),
+            Waiter::Answer(_, reply) | Waiter::Refusal(_, reply) => drop(reply.send(Err(err))),
             Waiter::View(reply) => drop(reply.send(Err(err))),
         }
     }
@@ -262,7 +267,10 @@ impl EnrollmentActor {
                     let (answer, version) = (answer.clone(), first.version);
                     self.when_durable(version, Waiter::Answer(answer, reply));
                 }
-                Err(err) => drop(reply.send(Err(err.into()))),
+                Err(err) => {
+                    let version = self.state.version;
+                    self.when_durable(version, Waiter::Refusal(err.into(), reply));
+                }
             }
             return;
         }
@@ -288,7 +296,8 @@ impl EnrollmentActor {
         ) {
             Ok(decision) => decision,
             Err(err) => {
-                let _ = reply.send(Err(err.into()));
+                let version = self.state.version;
+                self.when_durable(version, Waiter::Refusal(err.into(), reply));
                 return;
             }
         };
@@ -360,7 +369,10 @@ impl EnrollmentActor {
 
     /// Runs on a timer: settles due expiry, and lets an idle actor go.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.broken.is_some() {
+        // While a passivation request is out, start no commit: the shard
+        // may already have forgotten this actor, and a new activation must
+        // not load state that a commit of ours is about to change.
+        if self.broken.is_some() || self.passivating {
             return;
         }
         if let Err(err) = self.settle_due(ctx) {
@@ -445,6 +457,10 @@ impl Handler<PassivateAnswer> for EnrollmentActor {
     fn handle(&mut self, msg: PassivateAnswer, ctx: &mut Self::Context) {
         self.passivating = false;
         if msg.stop {
+            debug_assert!(
+                self.inflight.is_empty(),
+                "an actor is let go only with nothing in flight"
+            );
             ctx.stop();
         }
     }

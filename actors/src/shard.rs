@@ -121,7 +121,13 @@ impl Shard {
             Ok(()) => entry.forwarded += 1,
             Err(SendError::Full(msg)) => msg.refuse(EngineError::Overloaded),
             Err(SendError::Closed(msg)) => {
-                msg.refuse(EngineError::Stopped("enrollment actor stopped".into()))
+                // The actor is gone (it panicked): forget it so the next
+                // message activates a fresh one from the log.
+                let id = msg.enrollment_id();
+                self.actors.remove(&id);
+                msg.refuse(EngineError::Stopped(
+                    "enrollment actor stopped; retry".into(),
+                ))
             }
         }
     }

@@ -53,11 +53,18 @@ pub struct NatsHandle {
 }
 
 impl NatsHandle {
+    /// Asks the service and the publisher to finish (the service leaves its
+    /// queue group), waits up to two seconds, then aborts what is left.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            task.abort();
-            let _ = task.await;
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
 }
@@ -100,9 +107,15 @@ pub fn start(url: String, ops: Ops, metrics: Arc<Metrics>, up: Arc<AtomicBool>) 
                 }
             }
         };
-        let service = tokio::spawn(serve(client.clone(), ops.clone(), stopped.clone()));
+        let mut service = tokio::spawn(serve(client.clone(), ops.clone(), stopped.clone()));
         publish(client, ops, metrics, stopped).await;
-        service.abort();
+        // The service sees the same stop signal and leaves its queue group.
+        if tokio::time::timeout(Duration::from_secs(1), &mut service)
+            .await
+            .is_err()
+        {
+            service.abort();
+        }
     });
     NatsHandle {
         stop,
@@ -292,6 +305,9 @@ async fn publish(
                 continue;
             }
         };
+        // A reconnect drops whatever the client had not written yet, so a
+        // chunk counts only if the whole of it went over one connection.
+        let connects = client.statistics().connects.load(Ordering::Acquire);
         let mut last = cursor;
         let mut published = 0u64;
         let mut failed = false;
@@ -322,7 +338,11 @@ async fn publish(
         // The cursor moves only once the server has certainly taken the
         // events: a flush only empties our buffer, so follow it with a round
         // trip the server answers after everything sent before it.
-        if failed || !server_has_everything(&client).await {
+        let same_connection = || {
+            client.statistics().connects.load(Ordering::Acquire) == connects
+                && client.connection_state() == async_nats::connection::State::Connected
+        };
+        if failed || !server_has_everything(&client).await || !same_connection() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }

@@ -141,11 +141,23 @@ impl Ops {
             .catalog
             .enroll(caller.business_id, customer, program)
             .await?;
-        let view = self
+        // The answer is built from what the enrollment was created with, not
+        // read back: once the creation is durable, nothing can fail the call.
+        let rules = self
             .engine
-            .balance(caller.business_id, reference.enrollment_id)
-            .await?;
-        Ok((&view).into())
+            .catalog
+            .program(caller.business_id, program)?
+            .rules;
+        Ok(EnrollmentBody {
+            enrollment_id: reference.enrollment_id.to_string(),
+            customer_id: reference.customer_id.to_string(),
+            program_id: reference.program_id.to_string(),
+            balance: 0,
+            pending: 0,
+            lifetime_points: 0,
+            tier: rules.tier_name(rules.tier_for(0)).map(str::to_owned),
+            version: 1,
+        })
     }
 
     pub async fn enrollment(

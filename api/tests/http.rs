@@ -501,3 +501,24 @@ fn an_online_checkpoint_is_a_working_copy_of_the_data() {
     );
     assert_eq!(enrollment["balance"], 42);
 }
+
+#[test]
+fn ids_of_other_kinds_of_record_are_simply_not_enrollments() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let t = tenant(&server, "Shop");
+    for id in [&t.customer_id, &t.program_id, &t.business_id] {
+        let (status, body) = server.get(&format!("/v1/enrollments/{id}"), Some(&t.key));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("NOT_FOUND")),
+            "{id}: {body}"
+        );
+        let (status, _) = server.post(
+            &format!("/v1/enrollments/{id}/earn"),
+            Some(&t.key),
+            &json!({"points": 1, "idempotencyKey": "k"}),
+        );
+        assert_eq!(status, 404);
+    }
+}

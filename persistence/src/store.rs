@@ -357,6 +357,17 @@ impl Store {
             None => (None, 1),
         };
         for (seq, record) in self.aggregate_events(id.0, from, u64::MAX)? {
+            // Ids of programs, customers and businesses share the index: an
+            // aggregate that starts with anything but an enrollment event
+            // is simply not an enrollment.
+            if record.version == 1
+                && !matches!(
+                    record.event,
+                    DomainEvent::Enrollment(EnrollmentEvent::Enrolled { .. })
+                )
+            {
+                return Ok(None);
+            }
             let DomainEvent::Enrollment(event) = &record.event else {
                 return Err(StoreError::Corrupt {
                     what: format!("log record {seq}"),

@@ -68,7 +68,16 @@ pub(super) fn handle(
         points,
         "balance",
     )?;
-    add(state.points_lifetime, points, "lifetime points")?;
+    // Pending points join lifetime points when they mature.
+    add(
+        add(
+            state.points_lifetime,
+            state.points_pending,
+            "lifetime points",
+        )?,
+        points,
+        "lifetime points",
+    )?;
 
     let available_at = match rules.pending_days {
         Some(days) => {

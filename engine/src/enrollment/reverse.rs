@@ -14,6 +14,7 @@ use super::lots::{plan_draw, total};
 use super::{check_text, Enrollment, EnrollmentEvent, Handled, LotDraw, ReversibleKind};
 use crate::error::DomainError;
 use crate::ids::TransactionId;
+use crate::limits::REVERSAL_WINDOW_DAYS;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -31,13 +32,18 @@ pub(super) fn handle(
     state: &Enrollment,
     reverse: &ReverseTransaction,
     transaction_id: TransactionId,
-    _now: Timestamp,
+    now: Timestamp,
 ) -> Result<Handled, DomainError> {
     check_text("reason", &reverse.reason)?;
+    let within_window = |t: &&crate::enrollment::ReversibleTransaction| {
+        t.at.plus_days(REVERSAL_WINDOW_DAYS)
+            .is_some_and(|until| until >= now)
+    };
     let target = state
         .recent
         .iter()
         .find(|t| t.transaction_id == reverse.target)
+        .filter(within_window)
         .ok_or_else(|| DomainError::TransactionNotFound(reverse.target.to_string()))?;
     let remaining = target.points - target.reversed;
     if remaining == 0 {

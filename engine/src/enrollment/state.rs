@@ -255,11 +255,24 @@ impl Enrollment {
         self.check_invariants();
     }
 
-    /// Remembers a transaction for reversal, dropping the oldest beyond the cap.
+    /// Remembers a transaction for reversal, dropping the oldest beyond the
+    /// cap, but never an earn that is still pending: it must stay reversible
+    /// until it matures (so `recent` holds at most the cap plus
+    /// `PENDING_LOTS_MAX` entries).
     fn remember(&mut self, transaction: ReversibleTransaction) {
         self.recent.push_back(transaction);
         while self.recent.len() > REVERSIBLE_TRANSACTIONS_MAX {
-            self.recent.pop_front();
+            let pending = &self.pending;
+            let evictable = self
+                .recent
+                .iter()
+                .position(|t| !pending.iter().any(|p| p.transaction_id == t.transaction_id));
+            match evictable {
+                Some(i) => {
+                    self.recent.remove(i);
+                }
+                None => break,
+            }
         }
     }
 

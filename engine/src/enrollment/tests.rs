@@ -481,3 +481,30 @@ fn replaying_the_events_gives_the_same_state() {
     }
     assert_eq!(replayed, state);
 }
+
+#[test]
+fn a_transaction_past_the_reversal_window_cannot_be_reversed_even_without_other_activity() {
+    let g = given(rules()).then_did(earn(10), 10, T0);
+    let later = T0
+        .plus_days(crate::limits::REVERSAL_WINDOW_DAYS + 1)
+        .unwrap();
+    assert_eq!(
+        g.when(reverse(10, None), 11, later).unwrap_err().code(),
+        "TRANSACTION_NOT_FOUND"
+    );
+    let inside = T0
+        .plus_days(crate::limits::REVERSAL_WINDOW_DAYS - 1)
+        .unwrap();
+    assert!(g.when(reverse(10, None), 11, inside).is_ok());
+}
+
+#[test]
+fn pending_earns_stay_reversible_however_many_transactions_follow() {
+    let mut g = given(rules_with(None, Some(30))).then_did(earn(5), 1, T0);
+    for n in 0..(crate::limits::REVERSIBLE_TRANSACTIONS_MAX as u128 + 10) {
+        g = g.then_did(earn(1), 100 + n, T0);
+    }
+    // The first earn is still pending, so it can still be reversed.
+    let d = g.when(reverse(1, None), 2, T0).unwrap();
+    assert_eq!(d.outcome.unwrap().points, 5);
+}
