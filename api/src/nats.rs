@@ -49,22 +49,20 @@ const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
 /// The running NATS door; [`NatsHandle::stop`] ends it.
 pub struct NatsHandle {
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl NatsHandle {
     /// Asks the service and the publisher to finish (the service leaves its
-    /// queue group), waits up to two seconds, then aborts what is left.
+    /// queue group) and waits up to three seconds for the NATS runtime to
+    /// wind down.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        for mut task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-                let _ = task.await;
-            }
+        if tokio::time::timeout(Duration::from_secs(3), self.done)
+            .await
+            .is_err()
+        {
+            warn!("the NATS door did not stop within 3 s");
         }
     }
 }
@@ -74,7 +72,39 @@ impl NatsHandle {
 /// serving HTTP, says so in its logs and `/readyz`, and reconnects.
 pub fn start(url: String, ops: Ops, metrics: Arc<Metrics>, up: Arc<AtomicBool>) -> NatsHandle {
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    // The NATS door gets a multi-threaded runtime of its own: decoding,
+    // encoding and publishing then use every core, instead of sharing the
+    // main thread's single-threaded runtime.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    std::thread::Builder::new()
+        .name("loyalty-nats".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("loyalty-nats")
+                .enable_all()
+                .build()
+                .expect("build the NATS runtime");
+            runtime.block_on(run(url, ops, metrics, up, stopped));
+            // Requests still being answered get a moment to finish.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            let _ = done_tx.send(());
+        })
+        .expect("spawn the NATS thread");
+    NatsHandle { stop, done }
+}
+
+async fn run(
+    url: String,
+    ops: Ops,
+    metrics: Arc<Metrics>,
+    up: Arc<AtomicBool>,
+    stopped: watch::Receiver<bool>,
+) {
+    {
         let client = loop {
             let flag = up.clone();
             let connected = async_nats::ConnectOptions::new()
@@ -116,10 +146,6 @@ pub fn start(url: String, ops: Ops, metrics: Arc<Metrics>, up: Arc<AtomicBool>) 
         {
             service.abort();
         }
-    });
-    NatsHandle {
-        stop,
-        tasks: vec![task],
     }
 }
 

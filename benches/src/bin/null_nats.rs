@@ -14,7 +14,10 @@ async fn main() -> Result<(), async_nats::Error> {
         .next()
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let prefix = args.next().unwrap_or_else(|| "null.v1".into());
-    let client = async_nats::connect(url).await?;
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await?;
     let mut requests = client
         .queue_subscribe(format!("{prefix}.earn"), "null".into())
         .await?;
