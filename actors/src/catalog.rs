@@ -25,7 +25,14 @@ use uuid::Uuid;
 pub(crate) struct CatalogInner {
     rt: Arc<Runtime>,
     write_lock: Mutex<()>,
+    /// API keys already looked up, by SHA-256: every request authenticates,
+    /// and keys never change once issued (there is no revocation yet), so
+    /// a hit never needs the store. Bounded; cleared when full.
+    api_keys: std::sync::RwLock<std::collections::HashMap<[u8; 32], ApiKeyRecord>>,
 }
+
+/// Most API keys the authentication cache holds.
+const API_KEY_CACHE_MAX: usize = 100_000;
 
 impl CatalogInner {
     /// Appends one catalog event with its rows and waits until durable.
@@ -109,7 +116,23 @@ impl CatalogInner {
 
     /// The business an API key (by its SHA-256) belongs to.
     pub fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<ApiKeyRecord>, EngineError> {
-        Ok(self.rt.store.catalog(&key::api_key(key_sha256))?)
+        let cache = &self.api_keys;
+        if let Some(record) = cache
+            .read()
+            .expect("api key cache lock is never poisoned")
+            .get(key_sha256)
+        {
+            return Ok(Some(record.clone()));
+        }
+        let record: Option<ApiKeyRecord> = self.rt.store.catalog(&key::api_key(key_sha256))?;
+        if let Some(record) = &record {
+            let mut cache = cache.write().expect("api key cache lock is never poisoned");
+            if cache.len() >= API_KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(*key_sha256, record.clone());
+        }
+        Ok(record)
     }
 
     pub async fn create_program(
@@ -283,6 +306,7 @@ impl Catalog {
             inner: Arc::new(CatalogInner {
                 rt,
                 write_lock: Mutex::new(()),
+                api_keys: Default::default(),
             }),
         }
     }
