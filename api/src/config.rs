@@ -182,3 +182,56 @@ impl ServeArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["loyalty", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+        }
+    }
+
+    #[test]
+    fn defaults_suit_a_laptop() {
+        let settings = serve_args(&[]).resolve().unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        assert_eq!(settings.http_addr, "127.0.0.1:8080");
+        assert!(settings.nats_url.is_none());
+        assert_eq!(settings.engine.durability, Durability::Fsync);
+        assert!(settings.verify_full);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("loyalty-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("loyalty.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"0.0.0.0:9000\"\nsnapshot_every_events = 10\nnats_url = \"nats://n:4222\"\ndurability = \"unsafe-no-fsync\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let settings = serve_args(&["--config", path, "--http-addr", "127.0.0.1:1"])
+            .resolve()
+            .unwrap();
+        assert_eq!(settings.http_addr, "127.0.0.1:1", "the flag wins");
+        assert_eq!(
+            settings.engine.snapshot_every_events, 10,
+            "the file fills what flags leave"
+        );
+        assert_eq!(settings.nats_url.as_deref(), Some("nats://n:4222"));
+        assert_eq!(settings.engine.durability, Durability::UnsafeNoFsync);
+        std::fs::write(&file, "no_such_option = 1\n").unwrap();
+        assert!(
+            serve_args(&["--config", path]).resolve().is_err(),
+            "unknown keys are refused"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
