@@ -119,6 +119,13 @@ impl Store {
             cf_options.set_block_based_table_factory(&table);
             cf_options.set_write_buffer_size(64 << 20);
             cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *cf == Cf::Idempotency || *cf == Cf::Catalog {
+                // Most lookups here are for keys that do not exist (a new
+                // idempotency key on every transaction): a bloom filter on
+                // the memtable answers those without walking its skip list.
+                cf_options.set_memtable_prefix_bloom_ratio(0.05);
+                cf_options.set_memtable_whole_key_filtering(true);
+            }
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
         });
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(|e| {
