@@ -100,14 +100,21 @@ fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T> {
         .map_err(|e| ApiError::new(400, "INVALID_FIELD", format!("query: {e}")))
 }
 
+/// Routes for the operator only: the operator token, not an API key.
+fn require_operator(req: &HttpRequest, state: &AppState) -> Result<()> {
+    if auth::is_operator(&state.operator_token, header_str(req, "authorization")) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
 async fn create_business(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    if !auth::is_operator(&state.operator_token, header_str(&req, "authorization")) {
-        return Err(ApiError::unauthorized());
-    }
+    require_operator(&req, &state)?;
     let input: wire::CreateBusiness = decode(payload, BODY_BYTES_MAX).await?;
     let engine = &state.ops.engine;
     let business = engine.catalog.create_business(&input.name).await?;
@@ -138,9 +145,7 @@ async fn checkpoint(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    if !auth::is_operator(&state.operator_token, header_str(&req, "authorization")) {
-        return Err(ApiError::unauthorized());
-    }
+    require_operator(&req, &state)?;
     let input: CheckpointBody = decode(payload, BODY_BYTES_MAX).await?;
     let valid = !input.name.is_empty()
         && input.name.len() <= 64
