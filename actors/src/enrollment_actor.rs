@@ -153,9 +153,9 @@ impl EnrollmentActor {
     }
 
     /// Turns a decision's events into log records with fresh event ids.
-    fn records(&self, events: &[EnrollmentEvent], now: Timestamp) -> Vec<LogRecord> {
+    fn records(&self, events: Vec<EnrollmentEvent>, now: Timestamp) -> Vec<LogRecord> {
         events
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, event)| LogRecord {
                 aggregate_id: self.id().0,
@@ -163,31 +163,32 @@ impl EnrollmentActor {
                 event_id: EventId(Uuid::now_v7()),
                 business_id: self.state.business_id,
                 recorded_at: now,
-                event: DomainEvent::Enrollment(event.clone()),
+                event: DomainEvent::Enrollment(event),
             })
             .collect()
     }
 
-    /// Queues a decision for commit and applies it in memory. On refusal
-    /// (queue full, engine stopped) nothing changes.
+    /// Queues a decision's records for commit and makes `state` (the state
+    /// they lead to) current in memory. On refusal (queue full, engine
+    /// stopped) nothing changes.
     fn submit(
         &mut self,
-        decision: Decision,
+        state: Enrollment,
         records: &[LogRecord],
         mut puts: Vec<Put>,
         ctx: &mut Context<Self>,
     ) -> Result<u64, EngineError> {
         let every = self.rt.config.snapshot_every_events.max(1);
-        let snapshot = decision.state.version / every != self.state.version / every;
+        let snapshot = state.version / every != self.state.version / every;
         if snapshot {
-            puts.push(Store::snapshot_put(&decision.state)?);
+            puts.push(Store::snapshot_put(&state)?);
         }
         let events = records
             .iter()
             .map(Store::encode_event)
             .collect::<Result<Vec<_>, _>>()?;
         let rx = self.rt.committer.submit(CommitGroup { events, puts })?;
-        self.state = decision.state;
+        self.state = state;
         let version = self.state.version;
         if snapshot {
             self.snapshot_queued = Some(version);
@@ -301,11 +302,13 @@ impl EnrollmentActor {
                 return;
             }
         };
-        let outcome = decision
-            .outcome
-            .clone()
-            .expect("a request's decision has an outcome");
-        let records = self.records(&decision.events, now);
+        let Decision {
+            events,
+            state,
+            outcome,
+        } = decision;
+        let outcome = outcome.expect("a request's decision has an outcome");
+        let records = self.records(events, now);
         let answer = StoredAnswer {
             event_id: records[outcome.event_index].event_id,
             outcome,
@@ -322,7 +325,7 @@ impl EnrollmentActor {
                 return;
             }
         };
-        match self.submit(decision, &records, vec![put], ctx) {
+        match self.submit(state, &records, vec![put], ctx) {
             Ok(version) => {
                 self.inflight_keys.insert(
                     key.as_str().to_owned(),
@@ -349,8 +352,9 @@ impl EnrollmentActor {
         if decision.events.is_empty() {
             return Ok(None);
         }
-        let records = self.records(&decision.events, now);
-        self.submit(decision, &records, Vec::new(), ctx).map(Some)
+        let records = self.records(decision.events, now);
+        self.submit(decision.state, &records, Vec::new(), ctx)
+            .map(Some)
     }
 
     fn balance(&mut self, msg: Balance, ctx: &mut Context<Self>) {
@@ -388,14 +392,8 @@ impl EnrollmentActor {
             if self.snapshot_queued.is_none() {
                 match Store::snapshot_put(&self.state)
                     .map_err(EngineError::from)
-                    .and_then(|put| {
-                        let decision = Decision {
-                            events: Vec::new(),
-                            state: self.state.clone(),
-                            outcome: None,
-                        };
-                        self.submit(decision, &[], vec![put], ctx)
-                    }) {
+                    .and_then(|put| self.submit(self.state.clone(), &[], vec![put], ctx))
+                {
                     Ok(_) => self.snapshot_queued = Some(self.state.version),
                     Err(err) => {
                         tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")

@@ -196,11 +196,7 @@ impl Ops {
             reason: body.reason,
             reference: body.reference,
         });
-        let answer = self
-            .engine
-            .transact(caller.business_id, id, key, request)
-            .await?;
-        Ok(TransactionBody::new(&id.to_string(), &answer, false))
+        self.transact(caller, id, key, request).await
     }
 
     pub async fn redeem(
@@ -217,11 +213,7 @@ impl Ops {
             reason: body.reason,
             reference: body.reference,
         });
-        let answer = self
-            .engine
-            .transact(caller.business_id, id, key, request)
-            .await?;
-        Ok(TransactionBody::new(&id.to_string(), &answer, false))
+        self.transact(caller, id, key, request).await
     }
 
     pub async fn reverse(
@@ -239,11 +231,24 @@ impl Ops {
             points: body.points,
             reason: body.reason,
         });
+        self.transact(caller, id, key, request).await
+    }
+
+    /// Earn, redeem and reverse share this last step: run the request,
+    /// answer with the transaction (and, for a reversal, its shortfall).
+    async fn transact(
+        &self,
+        caller: &Caller,
+        id: EnrollmentId,
+        key: IdempotencyKey,
+        request: Request,
+    ) -> Result<TransactionBody, ApiError> {
+        let reverse = matches!(request, Request::Reverse(_));
         let answer = self
             .engine
             .transact(caller.business_id, id, key, request)
             .await?;
-        Ok(TransactionBody::new(&id.to_string(), &answer, true))
+        Ok(TransactionBody::new(&id.to_string(), &answer, reverse))
     }
 
     /// Many independent earns; one answer or error per item, in order.

@@ -35,10 +35,7 @@ fn operator_token(settings: &Settings) -> anyhow::Result<String> {
         return Ok(format!("sha256:{}", hex.trim()));
     }
     let token = auth::new_api_key().replacen("lk_", "op_", 1);
-    let digest: String = auth::sha256(&token)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = auth::hex(&auth::sha256(&token));
     std::fs::write(&path, &digest)?;
     // Printed once, on purpose, to the terminal that started the engine.
     eprintln!("\n  Operator token (shown once; keep it): {token}\n  Set LOYALTY_ADMIN_TOKEN to choose your own.\n");

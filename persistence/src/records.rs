@@ -27,6 +27,14 @@ pub struct SnapshotRecord {
     pub state: Enrollment,
 }
 
+/// A snapshot to encode, borrowing the state: encodes to the same bytes as
+/// [`SnapshotRecord`] without copying the state first.
+#[derive(Serialize)]
+pub(crate) struct SnapshotRecordRef<'a> {
+    pub version: u64,
+    pub state: &'a Enrollment,
+}
+
 /// What a transaction answered: kept with its idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAnswer {

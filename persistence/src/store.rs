@@ -3,7 +3,7 @@
 use crate::envelope::{self, Kind};
 use crate::error::StoreError;
 use crate::keys::{self, Cf};
-use crate::records::{IdempotencyRecord, LogRecord, SnapshotRecord};
+use crate::records::{IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef};
 use crate::recovery::{self, RecoveryReport};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId};
@@ -431,9 +431,9 @@ impl Store {
     /// that reach its version.
     pub fn snapshot_put(state: &Enrollment) -> Result<Put, StoreError> {
         state.check_invariants();
-        let record = SnapshotRecord {
+        let record = SnapshotRecordRef {
             version: state.version,
-            state: state.clone(),
+            state,
         };
         Ok(Put {
             cf: Cf::Snapshot,
