@@ -2,3 +2,5 @@
 //! `benches/hot_path.rs`; `src/bin/null_http.rs` is the do-nothing HTTP
 //! responder the load tests measure beside the engine.
 #![forbid(unsafe_code)]
+
+pub mod fixture;

@@ -1,0 +1,52 @@
+//! Writes a data directory with a long history, for the recovery test: a
+//! business, an active program, `--enrollments` enrolled customers and
+//! `--earns` earns spread over them, each with its idempotency record and a
+//! snapshot every 64 events, exactly as the engine writes them (see
+//! `loyalty_benches::fixture`). `loadtests/run-all` then times
+//! `loyalty serve` on it back to ready.
+//!
+//!   history_gen --data-dir /tmp/history --earns 9800000 --enrollments 100000
+
+use clap::Parser;
+use loyalty_benches::fixture;
+use loyalty_persistence::{Store, StoreOptions};
+use std::time::Instant;
+
+#[derive(Parser)]
+struct Args {
+    /// A directory that does not exist yet.
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 100_000)]
+    enrollments: usize,
+    #[arg(long, default_value_t = 9_800_000)]
+    earns: u64,
+}
+
+fn main() -> Result<(), fixture::FixtureError> {
+    let args = Args::parse();
+    if args.data_dir.exists() {
+        return Err(format!("{} already exists", args.data_dir.display()).into());
+    }
+    let started = Instant::now();
+    let (store, _) = Store::open(&StoreOptions::new(&args.data_dir))?;
+    fixture::populate(
+        &store,
+        args.enrollments,
+        args.earns,
+        64,
+        loyalty_actors::Clock::now(&loyalty_actors::SystemClock),
+        |n| eprintln!("{n} earns written"),
+    )?;
+    let events = store.next_sequence()? - 1;
+    drop(store);
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": events,
+            "enrollments": args.enrollments,
+            "write_s": started.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
+}

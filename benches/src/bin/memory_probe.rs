@@ -1,0 +1,194 @@
+//! Memory per active enrollment, and what a passivated one costs.
+//!
+//! Fills a fresh data directory with N enrolled customers (the bulk
+//! fixture), starts the engine on it in this process, makes every
+//! enrollment active with one durable earn, and measures; then waits until
+//! every actor has passivated and measures again.
+//!
+//! Two measures, both printed:
+//! - live Rust heap bytes, counted by a wrapping global allocator: exactly
+//!   what the actors, their mailboxes and the shards' directories hold;
+//! - the process's resident set (VmRSS), which also holds RocksDB's
+//!   bounded caches (memtables, block cache) and whatever the allocator
+//!   keeps for reuse.
+//!
+//!   memory_probe --enrollments 1000000 --json-out memory.json
+
+use clap::Parser;
+use futures_util::StreamExt;
+use loyalty_actors::{Engine, EngineConfig, SystemClock};
+use loyalty_benches::fixture;
+use loyalty_engine::idempotency::IdempotencyKey;
+use loyalty_persistence::{Store, StoreOptions};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counts live heap bytes: every allocation the Rust side makes.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: defers every call to `System` unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+#[derive(Parser)]
+struct Args {
+    /// Enrollments to make active.
+    #[arg(long, default_value_t = 1_000_000)]
+    enrollments: usize,
+    /// Earns in flight while activating.
+    #[arg(long, default_value_t = 2_048)]
+    inflight: usize,
+    /// Idle time before an actor passivates. Must exceed the time to
+    /// activate them all; the probe checks that none left early.
+    #[arg(long, default_value_t = 120)]
+    passivate_after_s: u64,
+    /// Where to write the figures as JSON.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.load(Ordering::Relaxed) as i64
+}
+
+fn main() -> Result<(), fixture::FixtureError> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let now = loyalty_actors::Clock::now(&SystemClock);
+    let started = Instant::now();
+    let fixture = {
+        let (store, _) = Store::open(&StoreOptions::new(dir.path()))?;
+        fixture::populate(&store, args.enrollments, 0, 64, now, |_| {})?
+    };
+    eprintln!(
+        "{} enrollments written in {:.1} s",
+        args.enrollments,
+        started.elapsed().as_secs_f64()
+    );
+
+    let system = actix_rt::System::new();
+    let figures = system.block_on(async move {
+        let (store, recovered) = Store::open(&StoreOptions::new(dir.path()))?;
+        let config = EngineConfig {
+            passivate_after: Duration::from_secs(args.passivate_after_s),
+            tick_interval: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss_before, heap_before) = (rss_bytes(), live_bytes());
+
+        let activating = Instant::now();
+        let business = fixture.business_id;
+        let engine_ref = &engine;
+        let failures = futures_util::stream::iter(fixture.enrollments.iter().enumerate())
+            .map(|(i, id)| async move {
+                let key = IdempotencyKey::parse(&format!("memory-{i}")).expect("valid key");
+                engine_ref
+                    .transact(business, *id, key, fixture::earn(10))
+                    .await
+                    .is_err()
+            })
+            .buffer_unordered(args.inflight)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
+        let activate_s = activating.elapsed().as_secs_f64();
+        if failures > 0 {
+            return Err(format!("{failures} earns failed while activating").into());
+        }
+        let active = engine.active_enrollments();
+        if active != args.enrollments as u64 {
+            return Err(format!(
+                "{active} of {} enrollments active at measurement: raise --passivate-after-s above the {activate_s:.0} s activation took",
+                args.enrollments
+            )
+            .into());
+        }
+        let (rss_active, heap_active) = (rss_bytes(), live_bytes());
+        eprintln!(
+            "{active} active after {activate_s:.1} s; waiting for them to passivate"
+        );
+
+        let waiting = Instant::now();
+        while engine.active_enrollments() > 0 {
+            if waiting.elapsed() > Duration::from_secs(args.passivate_after_s * 3 + 60) {
+                return Err(format!(
+                    "{} enrollments still active long after passivate_after",
+                    engine.active_enrollments()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Let the last actors' stop and the shards' bookkeeping finish.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss_passive, heap_passive) = (rss_bytes(), live_bytes());
+        engine.shutdown();
+        let n = args.enrollments as f64;
+        Ok::<_, fixture::FixtureError>(serde_json::json!({
+            "enrollments": args.enrollments,
+            "activate_s": activate_s,
+            "heap_bytes_per_active": (heap_active - heap_before) as f64 / n,
+            "rss_bytes_per_active": (rss_active as f64 - rss_before as f64) / n,
+            "heap_bytes_per_passivated": (heap_passive - heap_before) as f64 / n,
+            "rss_bytes_per_passivated": (rss_passive as f64 - rss_before as f64) / n,
+            "rss_before_bytes": rss_before,
+            "rss_active_bytes": rss_active,
+            "rss_passivated_bytes": rss_passive,
+            "heap_before_bytes": heap_before,
+            "heap_active_bytes": heap_active,
+            "heap_passivated_bytes": heap_passive,
+        }))
+    })?;
+    let text = serde_json::to_string_pretty(&figures)?;
+    println!("{text}");
+    if let Some(path) = args.json_out {
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
