@@ -20,7 +20,7 @@ pub struct EngineConfig {
     pub shards: usize,
     /// An enrollment idle this long is snapshotted and dropped from memory.
     pub passivate_after: Duration,
-    /// How often each actor checks for idleness and due expiry.
+    /// How often each shard looks for idle actors to passivate.
     pub tick_interval: Duration,
     /// A snapshot is written whenever an enrollment's version crosses a
     /// multiple of this many events.
@@ -28,8 +28,6 @@ pub struct EngineConfig {
     /// Commands admitted but not yet answered, engine-wide. Beyond it a
     /// command is refused as overloaded.
     pub inflight_max: usize,
-    /// Messages waiting in one enrollment actor's mailbox.
-    pub enrollment_mailbox_max: usize,
     /// Commit groups waiting for the commit thread.
     pub commit_queue_max: usize,
     /// Events in one write batch (one fsync).
@@ -47,7 +45,6 @@ impl Default for EngineConfig {
             tick_interval: Duration::from_secs(5),
             snapshot_every_events: 64,
             inflight_max: 65_536,
-            enrollment_mailbox_max: 1_024,
             commit_queue_max: 65_536,
             commit_batch_events_max: 16_384,
             durability: Durability::Fsync,

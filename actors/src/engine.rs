@@ -10,7 +10,7 @@ use crate::config::{Durability, EngineConfig};
 use crate::enrollment_actor::{Balance, Transact};
 use crate::error::EngineError;
 use crate::runtime::{ProgramCache, Runtime};
-use crate::shard::Shard;
+use crate::shard::{Shard, TransactMany};
 use actix::prelude::*;
 use loyalty_engine::enrollment::{BalanceView, Request};
 use loyalty_engine::idempotency::IdempotencyKey;
@@ -44,12 +44,12 @@ fn shard_refused<M>(err: actix::dev::SendError<M>) -> EngineError {
     }
 }
 
-/// Holds one unit of the engine's in-flight budget until dropped.
-struct Admission(Arc<AtomicUsize>);
+/// Holds units of the engine's in-flight budget until dropped.
+struct Admission(Arc<AtomicUsize>, usize);
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -127,23 +127,32 @@ impl Engine {
     }
 
     fn admit(&self) -> Result<Admission, EngineError> {
+        self.admit_many(1)
+    }
+
+    /// Admits `n` commands together, or none of them.
+    fn admit_many(&self, n: usize) -> Result<Admission, EngineError> {
         if self.rt.committer.has_failed() {
             return Err(EngineError::Stopped(
                 "a write failed; the engine has stopped".into(),
             ));
         }
-        let before = self.inflight.fetch_add(1, Ordering::AcqRel);
-        let admission = Admission(self.inflight.clone());
-        if before >= self.rt.config.inflight_max {
+        let before = self.inflight.fetch_add(n, Ordering::AcqRel);
+        let admission = Admission(self.inflight.clone(), n);
+        if before + n > self.rt.config.inflight_max {
             return Err(EngineError::Overloaded);
         }
         Ok(admission)
     }
 
-    fn shard(&self, id: EnrollmentId) -> &Addr<Shard> {
+    fn shard_index(&self, id: EnrollmentId) -> usize {
         // UUIDv7's low bits are random, so they spread enrollments evenly.
         let low = u64::from_le_bytes(id.as_bytes()[8..16].try_into().expect("8 bytes"));
-        &self.shards[(low % self.shards.len() as u64) as usize]
+        (low % self.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, id: EnrollmentId) -> &Addr<Shard> {
+        &self.shards[self.shard_index(id)]
     }
 
     /// Earn, redeem or reverse on one enrollment. Answers once durable.
@@ -169,6 +178,63 @@ impl Engine {
         answer
             .await
             .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
+    }
+
+    /// Many independent commands of one business (the batch door): each
+    /// with its own idempotency key and its own answer, in the order given.
+    /// They travel as one message per shard, and their events share the
+    /// commit thread's batches. The batch is admitted whole or refused
+    /// whole as overloaded.
+    pub async fn transact_many(
+        &self,
+        business_id: BusinessId,
+        commands: Vec<(EnrollmentId, IdempotencyKey, Request)>,
+    ) -> Vec<Result<StoredAnswer, EngineError>> {
+        let n = commands.len();
+        let _admission = match self.admit_many(n) {
+            Ok(admission) => admission,
+            Err(err) => return (0..n).map(|_| Err(err.clone())).collect(),
+        };
+        let mut per_shard: Vec<Vec<Transact>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut answers = Vec::with_capacity(n);
+        for (enrollment_id, key, request) in commands {
+            let (reply, answer) = oneshot::channel();
+            per_shard[self.shard_index(enrollment_id)].push(Transact {
+                business_id,
+                enrollment_id,
+                key,
+                request,
+                reply,
+            });
+            answers.push(answer);
+        }
+        for (shard, commands) in self.shards.iter().zip(per_shard) {
+            if commands.is_empty() {
+                continue;
+            }
+            if let Err(err) = shard.try_send(TransactMany(commands)) {
+                let (err, TransactMany(commands)) = match err {
+                    actix::dev::SendError::Full(m) => (EngineError::Overloaded, m),
+                    actix::dev::SendError::Closed(m) => (
+                        EngineError::Stopped("an actor thread has stopped".into()),
+                        m,
+                    ),
+                };
+                for command in commands {
+                    let _ = command.reply.send(Err(err.clone()));
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(n);
+        for answer in answers {
+            results.push(answer.await.unwrap_or_else(|_| {
+                Err(EngineError::Stopped(
+                    "the enrollment actor went away".into(),
+                ))
+            }));
+        }
+        results
     }
 
     /// The balance as of the newest durable version.

@@ -1,6 +1,13 @@
 //! The enrollment actor: owns one enrollment's state, decides its commands
 //! one at a time, and answers each only once its events are durable.
 //!
+//! It is a *hosted* actor: it has no mailbox or task of its own. Its shard
+//! (one actix actor per arbiter thread) owns it and hands it each message
+//! for its enrollment in arrival order, on the shard's thread, so the state
+//! is still owned by one thread and changed without locks. Hosting saves
+//! the ~1.5 KiB an actix actor costs (task, context, mailbox, timer) per
+//! active enrollment, and a thread hop per command; see ADR 0003.
+//!
 //! The state is changed in memory as soon as a decision is queued for
 //! commit, so the next command is decided without waiting for the disk;
 //! answers still wait for the fsync that covers them. Queries answer from
@@ -8,7 +15,7 @@
 
 use crate::error::EngineError;
 use crate::runtime::Runtime;
-use crate::shard::{PassivateRequest, Shard};
+use crate::shard::Shard;
 use actix::prelude::*;
 use loyalty_engine::enrollment::{
     self, settle, BalanceView, Decision, Enrollment, EnrollmentEvent, Request,
@@ -18,7 +25,6 @@ use loyalty_engine::program::Program;
 use loyalty_engine::{BusinessId, DomainEvent, EnrollmentId, EventId, Timestamp, TransactionId};
 use loyalty_persistence::{CommitGroup, IdempotencyRecord, LogRecord, Put, Store, StoredAnswer};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -45,13 +51,6 @@ pub(crate) struct Balance {
     pub business_id: BusinessId,
     pub enrollment_id: EnrollmentId,
     pub reply: ViewReply,
-}
-
-/// From the shard: stop (the shard has forgotten this actor) or stay.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PassivateAnswer {
-    pub stop: bool,
 }
 
 /// Someone waiting for a version to become durable.
@@ -98,42 +97,39 @@ struct InflightKey {
 }
 
 pub(crate) struct EnrollmentActor {
-    rt: Arc<Runtime>,
-    shard: Addr<Shard>,
     program: Arc<Program>,
     /// The newest state, including versions not yet durable.
     state: Enrollment,
     /// The view at the newest durable version: what queries answer.
     durable: BalanceView,
-    /// Versions applied but not yet durable, oldest first.
+    /// Versions applied but not yet durable, oldest first. Empty (and
+    /// holding no allocation) whenever the actor is idle.
     inflight: VecDeque<InflightVersion>,
     inflight_keys: HashMap<String, InflightKey>,
     /// Version of the newest durable snapshot (0: none).
     snapshot_version: u64,
     /// A snapshot queued for commit but not durable yet.
     snapshot_queued: Option<u64>,
-    /// Messages handled from the shard: the shard compares it with what it
-    /// forwarded before letting this actor go.
-    handled: u64,
-    last_used: Instant,
-    passivating: bool,
+    /// When the actor last handled a message: the shard lets it go after
+    /// `passivate_after` of this.
+    pub(crate) last_used: Instant,
     /// Set when a commit failed: this actor's memory is ahead of the disk
     /// and it must never answer again.
-    broken: Option<EngineError>,
+    broken: Option<Box<EngineError>>,
+}
+
+/// What an idle actor asked of its shard on a tick.
+pub(crate) enum IdleStep {
+    /// Still busy, or a snapshot was just queued: ask again next tick.
+    Stay,
+    /// Everything is durable and snapshotted: drop it from memory.
+    Passivate,
 }
 
 impl EnrollmentActor {
-    pub(crate) fn new(
-        rt: Arc<Runtime>,
-        shard: Addr<Shard>,
-        program: Arc<Program>,
-        state: Enrollment,
-        snapshot_version: u64,
-    ) -> Self {
+    pub(crate) fn new(program: Arc<Program>, state: Enrollment, snapshot_version: u64) -> Self {
         let durable = state.view();
         EnrollmentActor {
-            rt,
-            shard,
             program,
             state,
             durable,
@@ -141,9 +137,7 @@ impl EnrollmentActor {
             inflight_keys: HashMap::new(),
             snapshot_version,
             snapshot_queued: None,
-            handled: 0,
             last_used: Instant::now(),
-            passivating: false,
             broken: None,
         }
     }
@@ -173,12 +167,13 @@ impl EnrollmentActor {
     /// stopped) nothing changes.
     fn submit(
         &mut self,
+        rt: &Runtime,
         state: Enrollment,
         records: &[LogRecord],
         mut puts: Vec<Put>,
-        ctx: &mut Context<Self>,
+        ctx: &mut Context<Shard>,
     ) -> Result<u64, EngineError> {
-        let every = self.rt.config.snapshot_every_events.max(1);
+        let every = rt.config.snapshot_every_events.max(1);
         let snapshot = state.version / every != self.state.version / every;
         if snapshot {
             puts.push(Store::snapshot_put(&state)?);
@@ -187,7 +182,7 @@ impl EnrollmentActor {
             .iter()
             .map(Store::encode_event)
             .collect::<Result<Vec<_>, _>>()?;
-        let rx = self.rt.committer.submit(CommitGroup { events, puts })?;
+        let rx = rt.committer.submit(CommitGroup { events, puts })?;
         self.state = state;
         let version = self.state.version;
         if snapshot {
@@ -198,27 +193,28 @@ impl EnrollmentActor {
             view: self.state.view(),
             waiters: Vec::new(),
         });
+        let id = self.id();
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(rx).map(move |durable, act, _| {
+            actix::fut::wrap_future::<_, Shard>(rx).map(move |durable, shard, _| {
                 let durable = durable.unwrap_or_else(|_| {
                     Err(EngineError::Stopped("the commit thread exited".into()))
                 });
-                act.on_durable(version, durable.map(|_| ()));
+                shard.durable(id, version, durable.map(|_| ()));
             }),
         );
         Ok(version)
     }
 
     /// A commit covering versions up to `version` finished.
-    fn on_durable(&mut self, version: u64, result: Result<(), EngineError>) {
+    pub(crate) fn on_durable(&mut self, version: u64, result: Result<(), EngineError>) {
         if let Err(err) = result {
-            self.broken = Some(err.clone());
+            self.broken = Some(Box::new(err.clone()));
             for entry in self.inflight.drain(..) {
                 for waiter in entry.waiters {
                     waiter.fail(err.clone());
                 }
             }
-            self.inflight_keys.clear();
+            self.inflight_keys = HashMap::new();
             return;
         }
         while self.inflight.front().is_some_and(|e| e.version <= version) {
@@ -229,6 +225,13 @@ impl EnrollmentActor {
             self.durable = entry.view;
         }
         self.inflight_keys.retain(|_, k| k.version > version);
+        if self.inflight.is_empty() {
+            // Give the buffers back: most active enrollments are idle, and
+            // an idle one should hold only its state (the memory target is
+            // per active enrollment).
+            self.inflight = VecDeque::new();
+            self.inflight_keys = HashMap::new();
+        }
         if let Some(queued) = self.snapshot_queued.filter(|v| *v <= version) {
             self.snapshot_version = queued;
             self.snapshot_queued = None;
@@ -249,7 +252,13 @@ impl EnrollmentActor {
         }
     }
 
-    fn transact(&mut self, msg: Transact, ctx: &mut Context<Self>) {
+    /// Handles an earn, redeem or reverse for this enrollment.
+    pub(crate) fn transact(&mut self, msg: Transact, rt: &Runtime, ctx: &mut Context<Shard>) {
+        self.last_used = Instant::now();
+        if let Some(err) = &self.broken {
+            let _ = msg.reply.send(Err((**err).clone()));
+            return;
+        }
         let Transact {
             business_id,
             key,
@@ -275,7 +284,7 @@ impl EnrollmentActor {
             }
             return;
         }
-        match self.rt.store.idempotency(self.id(), key.as_str()) {
+        match rt.store.idempotency(self.id(), key.as_str()) {
             Err(err) => {
                 let _ = reply.send(Err(err.into()));
                 return;
@@ -287,7 +296,7 @@ impl EnrollmentActor {
             }
             Ok(None) => {}
         }
-        let now = self.rt.clock.now();
+        let now = rt.clock.now();
         let transaction_id = TransactionId(Uuid::now_v7());
         let decision = match enrollment::decide(
             &self.state,
@@ -325,7 +334,7 @@ impl EnrollmentActor {
                 return;
             }
         };
-        match self.submit(state, &records, vec![put], ctx) {
+        match self.submit(rt, state, &records, vec![put], ctx) {
             Ok(version) => {
                 self.inflight_keys.insert(
                     key.as_str().to_owned(),
@@ -343,8 +352,12 @@ impl EnrollmentActor {
 
     /// Commits what the clock has made due, if anything. Returns the
     /// version to wait for, if a commit was queued.
-    fn settle_due(&mut self, ctx: &mut Context<Self>) -> Result<Option<u64>, EngineError> {
-        let now = self.rt.clock.now();
+    fn settle_due(
+        &mut self,
+        rt: &Runtime,
+        ctx: &mut Context<Shard>,
+    ) -> Result<Option<u64>, EngineError> {
+        let now = rt.clock.now();
         if settle::next_due(&self.state).is_none_or(|due| due > now) {
             return Ok(None);
         }
@@ -353,113 +366,59 @@ impl EnrollmentActor {
             return Ok(None);
         }
         let records = self.records(decision.events, now);
-        self.submit(decision.state, &records, Vec::new(), ctx)
+        self.submit(rt, decision.state, &records, Vec::new(), ctx)
             .map(Some)
     }
 
-    fn balance(&mut self, msg: Balance, ctx: &mut Context<Self>) {
+    /// Answers a balance query for this enrollment.
+    pub(crate) fn balance(&mut self, msg: Balance, rt: &Runtime, ctx: &mut Context<Shard>) {
+        self.last_used = Instant::now();
+        if let Some(err) = &self.broken {
+            let _ = msg.reply.send(Err((**err).clone()));
+            return;
+        }
         if msg.business_id != self.state.business_id {
             let _ = msg
                 .reply
                 .send(Err(EngineError::NotFound { what: "enrollment" }));
             return;
         }
-        match self.settle_due(ctx) {
+        match self.settle_due(rt, ctx) {
             Ok(Some(version)) => self.when_durable(version, Waiter::View(msg.reply)),
             Ok(None) => drop(msg.reply.send(Ok(self.durable.clone()))),
             Err(err) => drop(msg.reply.send(Err(err))),
         }
     }
 
-    /// Runs on a timer: settles due expiry, and lets an idle actor go.
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        // While a passivation request is out, start no commit: the shard
-        // may already have forgotten this actor, and a new activation must
-        // not load state that a commit of ours is about to change.
-        if self.broken.is_some() || self.passivating {
-            return;
+    /// Called by the shard on each tick for an actor idle longer than
+    /// `passivate_after`: settles what the clock made due, writes a
+    /// snapshot so the next activation replays no tail, and says when the
+    /// actor can be dropped. Nothing is dropped while a commit is in
+    /// flight, so a later activation always reads everything from disk.
+    pub(crate) fn idle_step(&mut self, rt: &Runtime, ctx: &mut Context<Shard>) -> IdleStep {
+        if self.broken.is_some() || !self.inflight.is_empty() || self.snapshot_queued.is_some() {
+            return IdleStep::Stay;
         }
-        if let Err(err) = self.settle_due(ctx) {
-            tracing::warn!(enrollment = %self.id(), cause = %err, "settling due points failed; will retry");
-        }
-        let idle = self.last_used.elapsed() >= self.rt.config.passivate_after;
-        if !idle || self.passivating || !self.inflight.is_empty() {
-            return;
+        match self.settle_due(rt, ctx) {
+            Ok(None) => {}
+            Ok(Some(_)) => return IdleStep::Stay,
+            Err(err) => {
+                tracing::warn!(enrollment = %self.id(), cause = %err, "settling due points failed; will retry");
+                return IdleStep::Stay;
+            }
         }
         if self.snapshot_version < self.state.version {
-            // Write a snapshot first so activation replays no tail; the
-            // next tick asks to passivate once it is durable.
-            if self.snapshot_queued.is_none() {
-                match Store::snapshot_put(&self.state)
-                    .map_err(EngineError::from)
-                    .and_then(|put| self.submit(self.state.clone(), &[], vec![put], ctx))
-                {
-                    Ok(_) => self.snapshot_queued = Some(self.state.version),
-                    Err(err) => {
-                        tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")
-                    }
+            match Store::snapshot_put(&self.state)
+                .map_err(EngineError::from)
+                .and_then(|put| self.submit(rt, self.state.clone(), &[], vec![put], ctx))
+            {
+                Ok(_) => self.snapshot_queued = Some(self.state.version),
+                Err(err) => {
+                    tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")
                 }
             }
-            return;
+            return IdleStep::Stay;
         }
-        self.passivating = true;
-        self.shard.do_send(PassivateRequest {
-            enrollment_id: self.id(),
-            handled: self.handled,
-        });
-    }
-}
-
-impl Actor for EnrollmentActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.rt.active_enrollments.fetch_add(1, Ordering::Relaxed);
-        ctx.run_interval(self.rt.config.tick_interval, |act, ctx| act.tick(ctx));
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.rt.active_enrollments.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Handler<Transact> for EnrollmentActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Transact, ctx: &mut Self::Context) {
-        self.handled += 1;
-        self.last_used = Instant::now();
-        match &self.broken {
-            Some(err) => drop(msg.reply.send(Err(err.clone()))),
-            None => self.transact(msg, ctx),
-        }
-    }
-}
-
-impl Handler<Balance> for EnrollmentActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Balance, ctx: &mut Self::Context) {
-        self.handled += 1;
-        self.last_used = Instant::now();
-        match &self.broken {
-            Some(err) => drop(msg.reply.send(Err(err.clone()))),
-            None => self.balance(msg, ctx),
-        }
-    }
-}
-
-impl Handler<PassivateAnswer> for EnrollmentActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: PassivateAnswer, ctx: &mut Self::Context) {
-        self.passivating = false;
-        if msg.stop {
-            debug_assert!(
-                self.inflight.is_empty(),
-                "an actor is let go only with nothing in flight"
-            );
-            ctx.stop();
-        }
+        IdleStep::Passivate
     }
 }

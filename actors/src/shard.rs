@@ -1,78 +1,57 @@
-//! A shard: one per arbiter (thread). It owns the directory of its active
-//! enrollment actors, activates them on first use and lets idle ones go.
+//! A shard: one actix actor per arbiter (thread). It hosts the enrollment
+//! actors of its share of enrollments: a directory from enrollment id to
+//! [`EnrollmentActor`], each handed its messages in arrival order on this
+//! thread.
 //!
 //! Activation is virtual: the first message for an enrollment loads its
-//! snapshot and the events after it, then starts its actor on this
-//! shard's arbiter. Passivation is a handshake so no message is ever lost:
-//! an idle actor asks to go, saying how many messages it has handled; the
-//! shard agrees only if it has forwarded exactly that many, and forgets the
-//! actor in the same step, so nothing more can reach it.
+//! snapshot and the events after it. Passivation needs no handshake: on
+//! each tick the shard asks every actor idle for `passivate_after` to
+//! settle what the clock made due and write a snapshot, and drops it once
+//! nothing of it is in flight; the next message for it activates it again
+//! from disk, which then holds everything it had. (An active, busy actor
+//! settles due points on its next command or query, as `decide` always
+//! settles first.)
 
-use crate::enrollment_actor::{Balance, EnrollmentActor, PassivateAnswer, Transact};
+use crate::enrollment_actor::{Balance, EnrollmentActor, IdleStep, Transact};
 use crate::error::EngineError;
 use crate::runtime::Runtime;
-use actix::dev::SendError;
 use actix::prelude::*;
 use loyalty_engine::EnrollmentId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
-/// A message routed to one enrollment, which can be refused in place.
-pub(crate) trait Routed: Message<Result = ()> + Send + 'static {
-    fn enrollment_id(&self) -> EnrollmentId;
-    fn refuse(self, err: EngineError);
-}
-
-impl Routed for Transact {
-    fn enrollment_id(&self) -> EnrollmentId {
-        self.enrollment_id
-    }
-    fn refuse(self, err: EngineError) {
-        let _ = self.reply.send(Err(err));
-    }
-}
-
-impl Routed for Balance {
-    fn enrollment_id(&self) -> EnrollmentId {
-        self.enrollment_id
-    }
-    fn refuse(self, err: EngineError) {
-        let _ = self.reply.send(Err(err));
-    }
-}
-
-/// An idle actor asking to be let go.
+/// Many commands for enrollments of one shard, in one message (the batch
+/// door): one mailbox slot and one wake-up instead of one per command.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct PassivateRequest {
-    pub enrollment_id: EnrollmentId,
-    pub handled: u64,
-}
-
-struct Entry {
-    addr: Addr<EnrollmentActor>,
-    /// Messages forwarded to the actor.
-    forwarded: u64,
-}
+pub(crate) struct TransactMany(pub Vec<Transact>);
 
 pub(crate) struct Shard {
     rt: Arc<Runtime>,
-    actors: HashMap<EnrollmentId, Entry>,
+    /// Boxed so the directory's slots stay small: a map grows to twice its
+    /// length, and an unboxed slot would waste an actor's size per spare.
+    actors: HashMap<EnrollmentId, Box<EnrollmentActor>>,
+    /// One entry per active actor: when it may next be idle long enough
+    /// to passivate, roughly oldest first.
+    idle_deadlines: VecDeque<(Instant, EnrollmentId)>,
 }
+
+/// Most idle actors one tick settles, snapshots or drops: bounds how long
+/// a tick holds the shard's thread when very many go idle at once.
+const PASSIVATIONS_PER_TICK_MAX: usize = 8_192;
 
 impl Shard {
     pub(crate) fn new(rt: Arc<Runtime>) -> Self {
         Shard {
             rt,
             actors: HashMap::new(),
+            idle_deadlines: VecDeque::new(),
         }
     }
 
-    fn activate(
-        &mut self,
-        id: EnrollmentId,
-        ctx: &mut Context<Self>,
-    ) -> Result<&mut Entry, EngineError> {
+    fn activate(&mut self, id: EnrollmentId) -> Result<&mut EnrollmentActor, EngineError> {
         if !self.actors.contains_key(&id) {
             let (state, snapshot_version) = self
                 .rt
@@ -85,84 +64,117 @@ impl Shard {
                     state.program_id
                 ))
             })?;
-            let actor = EnrollmentActor::new(
-                self.rt.clone(),
-                ctx.address(),
-                program,
-                state,
-                snapshot_version,
-            );
-            // The mailbox bound is set before the address is handed out:
-            // messages forwarded right after activation must not meet
-            // actix's small default capacity.
-            let mut actor_ctx = Context::new();
-            actor_ctx.set_mailbox_capacity(self.rt.config.enrollment_mailbox_max);
             self.actors.insert(
                 id,
-                Entry {
-                    addr: actor_ctx.run(actor),
-                    forwarded: 0,
-                },
+                Box::new(EnrollmentActor::new(program, state, snapshot_version)),
             );
+            self.idle_deadlines
+                .push_back((Instant::now() + self.rt.config.passivate_after, id));
+            self.rt.active_enrollments.fetch_add(1, Ordering::Relaxed);
         }
         Ok(self.actors.get_mut(&id).expect("just inserted"))
     }
 
-    fn route<M>(&mut self, msg: M, ctx: &mut Context<Self>)
-    where
-        M: Routed,
-        EnrollmentActor: Handler<M>,
-    {
-        let entry = match self.activate(msg.enrollment_id(), ctx) {
-            Ok(entry) => entry,
-            Err(err) => return msg.refuse(err),
-        };
-        match entry.addr.try_send(msg) {
-            Ok(()) => entry.forwarded += 1,
-            Err(SendError::Full(msg)) => msg.refuse(EngineError::Overloaded),
-            Err(SendError::Closed(msg)) => {
-                // The actor is gone (it panicked): forget it so the next
-                // message activates a fresh one from the log.
-                let id = msg.enrollment_id();
-                self.actors.remove(&id);
-                msg.refuse(EngineError::Stopped(
-                    "enrollment actor stopped; retry".into(),
-                ))
+    fn transact(&mut self, msg: Transact, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        match self.activate(msg.enrollment_id) {
+            Ok(actor) => actor.transact(msg, &rt, ctx),
+            Err(err) => drop(msg.reply.send(Err(err))),
+        }
+    }
+
+    /// A commit covering `version` of enrollment `id` finished.
+    pub(crate) fn durable(
+        &mut self,
+        id: EnrollmentId,
+        version: u64,
+        result: Result<(), EngineError>,
+    ) {
+        // An actor is dropped only with nothing in flight, so it is here.
+        if let Some(actor) = self.actors.get_mut(&id) {
+            actor.on_durable(version, result);
+        }
+    }
+
+    /// Lets idle actors go: each one idle for `passivate_after` settles
+    /// what is due and writes a snapshot, then is dropped once all of it is
+    /// durable. Only actors whose idle deadline has passed are looked at,
+    /// so a tick costs nothing per busy actor, however many are active.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        let idle_after = rt.config.passivate_after;
+        let now = Instant::now();
+        let mut again = Vec::new();
+        let mut gone = 0u64;
+        let mut steps = 0usize;
+        while let Some(&(deadline, id)) = self.idle_deadlines.front() {
+            if deadline > now || steps >= PASSIVATIONS_PER_TICK_MAX {
+                break;
             }
+            self.idle_deadlines.pop_front();
+            let Some(actor) = self.actors.get_mut(&id) else {
+                continue;
+            };
+            let idle_at = actor.last_used + idle_after;
+            if idle_at > now {
+                again.push((idle_at, id));
+                continue;
+            }
+            steps += 1;
+            match actor.idle_step(&rt, ctx) {
+                IdleStep::Passivate => {
+                    self.actors.remove(&id);
+                    gone += 1;
+                }
+                IdleStep::Stay => again.push((now + rt.config.tick_interval, id)),
+            }
+        }
+        // Re-queued deadlines are not in order with the rest; an actor may
+        // stay up to one `passivate_after` longer than asked, never less.
+        self.idle_deadlines.extend(again);
+        rt.active_enrollments.fetch_sub(gone, Ordering::Relaxed);
+        // A directory that emptied gives its memory back: passivated
+        // enrollments cost nothing.
+        if self.actors.capacity() > 4 * self.actors.len() + 1024 {
+            self.actors.shrink_to(2 * self.actors.len());
+        }
+        if self.idle_deadlines.capacity() > 4 * self.idle_deadlines.len() + 1024 {
+            self.idle_deadlines.shrink_to(2 * self.idle_deadlines.len());
         }
     }
 }
 
 impl Actor for Shard {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.rt.config.tick_interval, |shard, ctx| shard.tick(ctx));
+    }
 }
 
 impl Handler<Transact> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Transact, ctx: &mut Self::Context) {
-        self.route(msg, ctx);
+        self.transact(msg, ctx);
+    }
+}
+
+impl Handler<TransactMany> for Shard {
+    type Result = ();
+    fn handle(&mut self, msg: TransactMany, ctx: &mut Self::Context) {
+        for one in msg.0 {
+            self.transact(one, ctx);
+        }
     }
 }
 
 impl Handler<Balance> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Balance, ctx: &mut Self::Context) {
-        self.route(msg, ctx);
-    }
-}
-
-impl Handler<PassivateRequest> for Shard {
-    type Result = ();
-    fn handle(&mut self, msg: PassivateRequest, _ctx: &mut Self::Context) {
-        let Some(entry) = self.actors.get(&msg.enrollment_id) else {
-            return;
-        };
-        let stop = entry.forwarded == msg.handled;
-        // Control messages bypass the mailbox bound on purpose: the actor
-        // must always learn the answer, or it would never ask again.
-        entry.addr.do_send(PassivateAnswer { stop });
-        if stop {
-            self.actors.remove(&msg.enrollment_id);
+        let rt = self.rt.clone();
+        match self.activate(msg.enrollment_id) {
+            Ok(actor) => actor.balance(msg, &rt, ctx),
+            Err(err) => drop(msg.reply.send(Err(err))),
         }
     }
 }

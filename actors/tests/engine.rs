@@ -456,3 +456,53 @@ async fn a_failed_write_stops_the_engine_instead_of_answering() {
     );
     engine.shutdown();
 }
+
+#[actix_rt::test]
+async fn a_batch_answers_each_command_in_order_with_its_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), config(), Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let (other, other_program) = business_with_program(&engine, rules(None, None)).await;
+    let a = enroll(&engine, business, program, "a").await.enrollment_id;
+    let b = enroll(&engine, business, program, "b").await.enrollment_id;
+    let foreign = enroll(&engine, other, other_program, "f")
+        .await
+        .enrollment_id;
+    let results = engine
+        .transact_many(
+            business,
+            vec![
+                (a, key("1"), earn(10)),
+                (b, key("1"), earn(20)),
+                // The same key again on `a`: the first answer, no second effect.
+                (a, key("1"), earn(10)),
+                // The same key with another body: a conflict.
+                (a, key("1"), earn(11)),
+                (a, key("2"), redeem(1_000)),
+                (foreign, key("1"), earn(5)),
+                (a, key("3"), earn(1)),
+            ],
+        )
+        .await;
+    assert_eq!(results.len(), 7);
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first.outcome.balance, 10);
+    assert_eq!(results[1].as_ref().unwrap().outcome.balance, 20);
+    assert_eq!(results[2].as_ref().unwrap(), first);
+    assert!(
+        matches!(results[3], Err(EngineError::Domain(_))),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(results[4], Err(EngineError::Domain(_))),
+        "{:?}",
+        results[4]
+    );
+    assert!(matches!(results[5], Err(EngineError::NotFound { .. })));
+    assert_eq!(results[6].as_ref().unwrap().outcome.balance, 11);
+    assert_eq!(engine.balance(business, a).await.unwrap().balance, 11);
+    assert_eq!(engine.balance(business, b).await.unwrap().balance, 20);
+    assert_eq!(engine.balance(other, foreign).await.unwrap().balance, 0);
+    engine.shutdown();
+}

@@ -176,26 +176,7 @@ impl Ops {
         key_header: Option<&str>,
         body: EarnBody,
     ) -> Result<TransactionBody, ApiError> {
-        let id = enrollment_id(path_id, body.enrollment_id.as_deref())?;
-        let key = idempotency_key(body.idempotency_key, key_header)?;
-        let value = match (body.points, body.amount) {
-            (Some(points), None) => EarnValue::Points(points),
-            (None, Some(amount)) => EarnValue::AmountMinor(amount),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid(
-                    "points",
-                    "give points or amount, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(ApiError::invalid("points", "points or amount is required"))
-            }
-        };
-        let request = Request::Earn(EarnPoints {
-            value,
-            reason: body.reason,
-            reference: body.reference,
-        });
+        let (id, key, request) = earn_command(path_id, key_header, body)?;
         self.transact(caller, id, key, request).await
     }
 
@@ -263,14 +244,37 @@ impl Ops {
                 format!("must hold 1 to {BATCH_ITEMS_MAX} items"),
             ));
         }
-        let calls = body.items.into_iter().map(|item| async move {
-            match self.earn(caller, None, None, item).await {
-                Ok(answer) => BatchItem::Ok(answer),
-                Err(err) => BatchItem::Err(ErrorItem::from(&err)),
+        // Items that fail validation answer at once; the rest travel
+        // together, one message per shard.
+        let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(body.items.len());
+        let mut commands = Vec::new();
+        let mut positions = Vec::new();
+        for item in body.items {
+            match earn_command(None, None, item) {
+                Ok(command) => {
+                    positions.push(results.len());
+                    commands.push(command);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(BatchItem::Err(ErrorItem::from(&err)))),
             }
-        });
+        }
+        let ids: Vec<String> = commands.iter().map(|(id, _, _)| id.to_string()).collect();
+        let answers = self
+            .engine
+            .transact_many(caller.business_id, commands)
+            .await;
+        for ((position, id), answer) in positions.into_iter().zip(ids).zip(answers) {
+            results[position] = Some(match answer {
+                Ok(answer) => BatchItem::Ok(TransactionBody::new(&id, &answer, false)),
+                Err(err) => BatchItem::Err(ErrorItem::from(&ApiError::from(err))),
+            });
+        }
         Ok(BatchResults {
-            results: futures_util::future::join_all(calls).await,
+            results: results
+                .into_iter()
+                .map(|r| r.expect("every item answered"))
+                .collect(),
         })
     }
 
@@ -439,4 +443,32 @@ pub enum BatchItem {
 #[derive(Serialize)]
 pub struct BatchResults {
     pub results: Vec<BatchItem>,
+}
+
+/// An earn body (and the path's enrollment id and header key, where the
+/// door has them) as the command the engine takes.
+fn earn_command(
+    path_id: Option<&str>,
+    key_header: Option<&str>,
+    body: EarnBody,
+) -> Result<(EnrollmentId, IdempotencyKey, Request), ApiError> {
+    let id = enrollment_id(path_id, body.enrollment_id.as_deref())?;
+    let key = idempotency_key(body.idempotency_key, key_header)?;
+    let value = match (body.points, body.amount) {
+        (Some(points), None) => EarnValue::Points(points),
+        (None, Some(amount)) => EarnValue::AmountMinor(amount),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "points",
+                "give points or amount, not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::invalid("points", "points or amount is required")),
+    };
+    let request = Request::Earn(EarnPoints {
+        value,
+        reason: body.reason,
+        reference: body.reference,
+    });
+    Ok((id, key, request))
 }

@@ -115,7 +115,7 @@ fn main() -> Result<(), fixture::FixtureError> {
         let (store, recovered) = Store::open(&StoreOptions::new(dir.path()))?;
         let config = EngineConfig {
             passivate_after: Duration::from_secs(args.passivate_after_s),
-            tick_interval: Duration::from_secs(1),
+            tick_interval: Duration::from_millis(250),
             ..EngineConfig::default()
         };
         let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
