@@ -17,11 +17,14 @@
 
 use crate::config::Durability;
 use crate::error::EngineError;
+use crate::shard::Shard;
+use actix::prelude::*;
+use loyalty_engine::EnrollmentId;
 use loyalty_persistence::store::Batch;
 use loyalty_persistence::{CommitGroup, Store, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -30,10 +33,37 @@ use tracing::{error, info};
 /// The last sequence number of a durable group.
 pub type Durable = Result<u64, EngineError>;
 
+/// Who hears that a group is durable.
+enum Reply {
+    /// A waiting task (the catalog): one channel per group.
+    Once(oneshot::Sender<Durable>),
+    /// An enrollment actor: its shard is told in one message per batch
+    /// for all of its groups, instead of one future per group polled by
+    /// the shard (actix polls every spawned future on each wake-up).
+    Shard {
+        shard: usize,
+        enrollment_id: EnrollmentId,
+        version: u64,
+    },
+}
+
 struct Job {
     group: CommitGroup,
-    reply: oneshot::Sender<Durable>,
+    reply: Reply,
 }
+
+/// Told to a shard after each batch: these versions of these enrollments
+/// are durable (or failed to be, with the error).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DurableVersions {
+    pub result: Result<(), EngineError>,
+    pub versions: Vec<(EnrollmentId, u64)>,
+}
+
+/// The shards' addresses, set once when the engine has started them (the
+/// commit thread starts first, as the shards need it).
+pub(crate) type ShardAddrs = Arc<OnceLock<Vec<Addr<Shard>>>>;
 
 /// Upper bounds, in microseconds, of the fsync latency histogram buckets.
 pub const FSYNC_BUCKETS_US: [u64; 12] = [
@@ -79,6 +109,7 @@ pub struct Committer {
     tx: SyncSender<Job>,
     failed: Arc<AtomicBool>,
     pub stats: Arc<CommitStats>,
+    pub(crate) shards: ShardAddrs,
 }
 
 impl Committer {
@@ -94,18 +125,20 @@ impl Committer {
         let (tx, rx) = mpsc::sync_channel(queue_max);
         let failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CommitStats::default());
+        let shards = ShardAddrs::default();
         stats
             .durable_sequence
             .store(next_sequence - 1, Ordering::Relaxed);
         let thread = {
             let failed = failed.clone();
             let stats = stats.clone();
+            let shards = shards.clone();
             std::thread::Builder::new()
                 .name("loyalty-commit".into())
                 .spawn(move || {
                     let limits = (next_sequence, batch_events_max, durability);
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run(store, rx, limits, writer, &failed, &stats)
+                        run(store, rx, limits, writer, &failed, &stats, &shards)
                     }));
                     if ran.is_err() {
                         // A panic here is a failed commit like any other:
@@ -116,19 +149,55 @@ impl Committer {
                 })
                 .expect("spawn the commit thread")
         };
-        (Committer { tx, failed, stats }, thread)
+        (
+            Committer {
+                tx,
+                failed,
+                stats,
+                shards,
+            },
+            thread,
+        )
     }
 
     /// Queues a group. The receiver answers once the group is durable.
     /// Refuses at once when the queue is full or the engine has stopped, so
     /// the caller can leave its state untouched.
     pub fn submit(&self, group: CommitGroup) -> Result<oneshot::Receiver<Durable>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue(Job {
+            group,
+            reply: Reply::Once(reply),
+        })?;
+        Ok(rx)
+    }
+
+    /// Queues an enrollment actor's group; its shard gets
+    /// [`DurableVersions`] once the group is durable. Refuses like
+    /// [`Committer::submit`].
+    pub(crate) fn submit_for_shard(
+        &self,
+        group: CommitGroup,
+        shard: usize,
+        enrollment_id: EnrollmentId,
+        version: u64,
+    ) -> Result<(), EngineError> {
+        self.queue(Job {
+            group,
+            reply: Reply::Shard {
+                shard,
+                enrollment_id,
+                version,
+            },
+        })
+    }
+
+    fn queue(&self, job: Job) -> Result<(), EngineError> {
         if self.failed.load(Ordering::Acquire) {
             return Err(stopped());
         }
-        let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { group, reply }) {
-            Ok(()) => Ok(rx),
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
                 Err(EngineError::Stopped("commit thread has exited".into()))
@@ -156,6 +225,7 @@ fn run(
     mut writer: BatchWriter,
     failed: &AtomicBool,
     stats: &CommitStats,
+    shards: &ShardAddrs,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -171,9 +241,7 @@ fn run(
             }
         }
         if failed.load(Ordering::Acquire) {
-            for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(stopped()));
-            }
+            answer(&mut jobs, None, Err(stopped()), shards);
             continue;
         }
         let mut batch = store.batch();
@@ -199,17 +267,12 @@ fn run(
                 stats
                     .durable_sequence
                     .store(next_sequence - 1, Ordering::Release);
-                for (job, last) in jobs.drain(..).zip(lasts) {
-                    // A caller that gave up waiting is no reason to stop.
-                    let _ = job.reply.send(Ok(last));
-                }
+                answer(&mut jobs, Some(&lasts), Ok(()), shards);
             }
             Err(err) => {
                 failed.store(true, Ordering::Release);
                 error!(cause = %err, groups = jobs.len(), "write to the data directory failed; stopping the engine");
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(stopped()));
-                }
+                answer(&mut jobs, None, Err(stopped()), shards);
             }
         }
     }
@@ -217,4 +280,44 @@ fn run(
         next_sequence,
         "commit thread finished: every queued group was written"
     );
+}
+
+/// Tells every job of a batch its outcome: each waiting task on its
+/// channel, each shard in one message for all of its groups.
+fn answer(
+    jobs: &mut Vec<Job>,
+    lasts: Option<&[u64]>,
+    result: Result<(), EngineError>,
+    shards: &ShardAddrs,
+) {
+    let addrs = shards.get().map_or(&[][..], Vec::as_slice);
+    let mut per_shard: Vec<Vec<(EnrollmentId, u64)>> = vec![Vec::new(); addrs.len()];
+    for (i, job) in jobs.drain(..).enumerate() {
+        match job.reply {
+            Reply::Once(reply) => {
+                let outcome = match (&result, lasts) {
+                    (Ok(()), Some(lasts)) => Ok(lasts[i]),
+                    (Err(err), _) => Err(err.clone()),
+                    (Ok(()), None) => unreachable!("a successful batch has its sequences"),
+                };
+                // A caller that gave up waiting is no reason to stop.
+                let _ = reply.send(outcome);
+            }
+            Reply::Shard {
+                shard,
+                enrollment_id,
+                version,
+            } => per_shard[shard].push((enrollment_id, version)),
+        }
+    }
+    for (addr, versions) in addrs.iter().zip(per_shard) {
+        if !versions.is_empty() {
+            // Not bounded by the mailbox on purpose: an actor must always
+            // learn the fate of what it queued.
+            addr.do_send(DurableVersions {
+                result: result.clone(),
+                versions,
+            });
+        }
+    }
 }

@@ -99,17 +99,20 @@ impl Engine {
         });
         let mut arbiters = Vec::new();
         let mut shards = Vec::new();
-        for _ in 0..config.shards.max(1) {
+        for index in 0..config.shards.max(1) {
             let arbiter = Arbiter::new();
             let shard_rt = rt.clone();
             // The shard's mailbox is created here with its bound, so the
             // address never refuses early at actix's default capacity.
             let (tx, rx) = actix::dev::channel::channel::<Shard>(config.inflight_max.max(1));
             arbiter.spawn_fn(move || {
-                Context::with_receiver(rx).run(Shard::new(shard_rt));
+                Context::with_receiver(rx).run(Shard::new(shard_rt, index));
             });
             shards.push(Addr::new(tx));
             arbiters.push(arbiter);
+        }
+        if rt.committer.shards.set(shards.clone()).is_err() {
+            unreachable!("the shards are set once, here");
         }
         info!(
             shards = shards.len(),

@@ -15,7 +15,6 @@
 
 use crate::error::EngineError;
 use crate::runtime::Runtime;
-use crate::shard::Shard;
 use actix::prelude::*;
 use loyalty_engine::enrollment::{
     self, settle, BalanceView, Decision, Enrollment, EnrollmentEvent, Request,
@@ -171,7 +170,7 @@ impl EnrollmentActor {
         state: Enrollment,
         records: &[LogRecord],
         mut puts: Vec<Put>,
-        ctx: &mut Context<Shard>,
+        shard: usize,
     ) -> Result<u64, EngineError> {
         let every = rt.config.snapshot_every_events.max(1);
         let snapshot = state.version / every != self.state.version / every;
@@ -182,9 +181,10 @@ impl EnrollmentActor {
             .iter()
             .map(Store::encode_event)
             .collect::<Result<Vec<_>, _>>()?;
-        let rx = rt.committer.submit(CommitGroup { events, puts })?;
+        let version = state.version;
+        rt.committer
+            .submit_for_shard(CommitGroup { events, puts }, shard, self.id(), version)?;
         self.state = state;
-        let version = self.state.version;
         if snapshot {
             self.snapshot_queued = Some(version);
         }
@@ -193,15 +193,6 @@ impl EnrollmentActor {
             view: self.state.view(),
             waiters: Vec::new(),
         });
-        let id = self.id();
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Shard>(rx).map(move |durable, shard, _| {
-                let durable = durable.unwrap_or_else(|_| {
-                    Err(EngineError::Stopped("the commit thread exited".into()))
-                });
-                shard.durable(id, version, durable.map(|_| ()));
-            }),
-        );
         Ok(version)
     }
 
@@ -253,7 +244,7 @@ impl EnrollmentActor {
     }
 
     /// Handles an earn, redeem or reverse for this enrollment.
-    pub(crate) fn transact(&mut self, msg: Transact, rt: &Runtime, ctx: &mut Context<Shard>) {
+    pub(crate) fn transact(&mut self, msg: Transact, rt: &Runtime, shard: usize) {
         self.last_used = Instant::now();
         if let Some(err) = &self.broken {
             let _ = msg.reply.send(Err((**err).clone()));
@@ -334,7 +325,7 @@ impl EnrollmentActor {
                 return;
             }
         };
-        match self.submit(rt, state, &records, vec![put], ctx) {
+        match self.submit(rt, state, &records, vec![put], shard) {
             Ok(version) => {
                 self.inflight_keys.insert(
                     key.as_str().to_owned(),
@@ -352,11 +343,7 @@ impl EnrollmentActor {
 
     /// Commits what the clock has made due, if anything. Returns the
     /// version to wait for, if a commit was queued.
-    fn settle_due(
-        &mut self,
-        rt: &Runtime,
-        ctx: &mut Context<Shard>,
-    ) -> Result<Option<u64>, EngineError> {
+    fn settle_due(&mut self, rt: &Runtime, shard: usize) -> Result<Option<u64>, EngineError> {
         let now = rt.clock.now();
         if settle::next_due(&self.state).is_none_or(|due| due > now) {
             return Ok(None);
@@ -366,12 +353,12 @@ impl EnrollmentActor {
             return Ok(None);
         }
         let records = self.records(decision.events, now);
-        self.submit(rt, decision.state, &records, Vec::new(), ctx)
+        self.submit(rt, decision.state, &records, Vec::new(), shard)
             .map(Some)
     }
 
     /// Answers a balance query for this enrollment.
-    pub(crate) fn balance(&mut self, msg: Balance, rt: &Runtime, ctx: &mut Context<Shard>) {
+    pub(crate) fn balance(&mut self, msg: Balance, rt: &Runtime, shard: usize) {
         self.last_used = Instant::now();
         if let Some(err) = &self.broken {
             let _ = msg.reply.send(Err((**err).clone()));
@@ -383,7 +370,7 @@ impl EnrollmentActor {
                 .send(Err(EngineError::NotFound { what: "enrollment" }));
             return;
         }
-        match self.settle_due(rt, ctx) {
+        match self.settle_due(rt, shard) {
             Ok(Some(version)) => self.when_durable(version, Waiter::View(msg.reply)),
             Ok(None) => drop(msg.reply.send(Ok(self.durable.clone()))),
             Err(err) => drop(msg.reply.send(Err(err))),
@@ -395,11 +382,11 @@ impl EnrollmentActor {
     /// snapshot so the next activation replays no tail, and says when the
     /// actor can be dropped. Nothing is dropped while a commit is in
     /// flight, so a later activation always reads everything from disk.
-    pub(crate) fn idle_step(&mut self, rt: &Runtime, ctx: &mut Context<Shard>) -> IdleStep {
+    pub(crate) fn idle_step(&mut self, rt: &Runtime, shard: usize) -> IdleStep {
         if self.broken.is_some() || !self.inflight.is_empty() || self.snapshot_queued.is_some() {
             return IdleStep::Stay;
         }
-        match self.settle_due(rt, ctx) {
+        match self.settle_due(rt, shard) {
             Ok(None) => {}
             Ok(Some(_)) => return IdleStep::Stay,
             Err(err) => {
@@ -410,7 +397,7 @@ impl EnrollmentActor {
         if self.snapshot_version < self.state.version {
             match Store::snapshot_put(&self.state)
                 .map_err(EngineError::from)
-                .and_then(|put| self.submit(rt, self.state.clone(), &[], vec![put], ctx))
+                .and_then(|put| self.submit(rt, self.state.clone(), &[], vec![put], shard))
             {
                 Ok(_) => self.snapshot_queued = Some(self.state.version),
                 Err(err) => {

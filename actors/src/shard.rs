@@ -12,6 +12,7 @@
 //! settles due points on its next command or query, as `decide` always
 //! settles first.)
 
+use crate::commit::DurableVersions;
 use crate::enrollment_actor::{Balance, EnrollmentActor, IdleStep, Transact};
 use crate::error::EngineError;
 use crate::runtime::Runtime;
@@ -30,6 +31,9 @@ pub(crate) struct TransactMany(pub Vec<Transact>);
 
 pub(crate) struct Shard {
     rt: Arc<Runtime>,
+    /// This shard's place in the engine's list: how the commit thread
+    /// finds it again.
+    index: usize,
     /// Boxed so the directory's slots stay small: a map grows to twice its
     /// length, and an unboxed slot would waste an actor's size per spare.
     actors: HashMap<EnrollmentId, Box<EnrollmentActor>>,
@@ -43,9 +47,10 @@ pub(crate) struct Shard {
 const PASSIVATIONS_PER_TICK_MAX: usize = 8_192;
 
 impl Shard {
-    pub(crate) fn new(rt: Arc<Runtime>) -> Self {
+    pub(crate) fn new(rt: Arc<Runtime>, index: usize) -> Self {
         Shard {
             rt,
+            index,
             actors: HashMap::new(),
             idle_deadlines: VecDeque::new(),
         }
@@ -75,24 +80,11 @@ impl Shard {
         Ok(self.actors.get_mut(&id).expect("just inserted"))
     }
 
-    fn transact(&mut self, msg: Transact, ctx: &mut Context<Self>) {
-        let rt = self.rt.clone();
+    fn transact(&mut self, msg: Transact) {
+        let (rt, index) = (self.rt.clone(), self.index);
         match self.activate(msg.enrollment_id) {
-            Ok(actor) => actor.transact(msg, &rt, ctx),
+            Ok(actor) => actor.transact(msg, &rt, index),
             Err(err) => drop(msg.reply.send(Err(err))),
-        }
-    }
-
-    /// A commit covering `version` of enrollment `id` finished.
-    pub(crate) fn durable(
-        &mut self,
-        id: EnrollmentId,
-        version: u64,
-        result: Result<(), EngineError>,
-    ) {
-        // An actor is dropped only with nothing in flight, so it is here.
-        if let Some(actor) = self.actors.get_mut(&id) {
-            actor.on_durable(version, result);
         }
     }
 
@@ -100,7 +92,7 @@ impl Shard {
     /// what is due and writes a snapshot, then is dropped once all of it is
     /// durable. Only actors whose idle deadline has passed are looked at,
     /// so a tick costs nothing per busy actor, however many are active.
-    fn tick(&mut self, ctx: &mut Context<Self>) {
+    fn tick(&mut self) {
         let rt = self.rt.clone();
         let idle_after = rt.config.passivate_after;
         let now = Instant::now();
@@ -121,7 +113,7 @@ impl Shard {
                 continue;
             }
             steps += 1;
-            match actor.idle_step(&rt, ctx) {
+            match actor.idle_step(&rt, self.index) {
                 IdleStep::Passivate => {
                     self.actors.remove(&id);
                     gone += 1;
@@ -148,32 +140,44 @@ impl Actor for Shard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.rt.config.tick_interval, |shard, ctx| shard.tick(ctx));
+        ctx.run_interval(self.rt.config.tick_interval, |shard, _ctx| shard.tick());
     }
 }
 
 impl Handler<Transact> for Shard {
     type Result = ();
-    fn handle(&mut self, msg: Transact, ctx: &mut Self::Context) {
-        self.transact(msg, ctx);
+    fn handle(&mut self, msg: Transact, _ctx: &mut Self::Context) {
+        self.transact(msg);
     }
 }
 
 impl Handler<TransactMany> for Shard {
     type Result = ();
-    fn handle(&mut self, msg: TransactMany, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: TransactMany, _ctx: &mut Self::Context) {
         for one in msg.0 {
-            self.transact(one, ctx);
+            self.transact(one);
+        }
+    }
+}
+
+impl Handler<DurableVersions> for Shard {
+    type Result = ();
+    fn handle(&mut self, msg: DurableVersions, _ctx: &mut Self::Context) {
+        for (id, version) in msg.versions {
+            // An actor is dropped only with nothing in flight, so it is here.
+            if let Some(actor) = self.actors.get_mut(&id) {
+                actor.on_durable(version, msg.result.clone());
+            }
         }
     }
 }
 
 impl Handler<Balance> for Shard {
     type Result = ();
-    fn handle(&mut self, msg: Balance, ctx: &mut Self::Context) {
-        let rt = self.rt.clone();
+    fn handle(&mut self, msg: Balance, _ctx: &mut Self::Context) {
+        let (rt, index) = (self.rt.clone(), self.index);
         match self.activate(msg.enrollment_id) {
-            Ok(actor) => actor.balance(msg, &rt, ctx),
+            Ok(actor) => actor.balance(msg, &rt, index),
             Err(err) => drop(msg.reply.send(Err(err))),
         }
     }

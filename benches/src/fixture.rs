@@ -15,7 +15,7 @@ use loyalty_engine::program::{EarnRule, Program, ProgramRules, Tier};
 use loyalty_engine::*;
 use loyalty_persistence::keys::catalog as key;
 use loyalty_persistence::{
-    CommitGroup, IdempotencyRecord, LogRecord, Put, Store, StoreError, StoredAnswer,
+    ApiKeyRecord, CommitGroup, IdempotencyRecord, LogRecord, Put, Store, StoreError, StoredAnswer,
 };
 use uuid::Uuid;
 
@@ -27,6 +27,8 @@ pub type FixtureError = Box<dyn std::error::Error + Send + Sync>;
 /// What was written: enough to drive the engine afterwards.
 pub struct Fixture {
     pub business_id: BusinessId,
+    /// An API key of the business, as the front doors take it.
+    pub api_key: String,
     pub program: Program,
     pub enrollments: Vec<EnrollmentId>,
 }
@@ -154,12 +156,29 @@ pub fn populate(
     };
     let activated = catalog::activate_program(&program)?;
     catalog::apply_to_program(&mut program, &activated, now);
+    let api_key = loyalty_api::auth::new_api_key();
+    let key_sha256 = loyalty_api::auth::sha256(&api_key);
+    let key_record = ApiKeyRecord {
+        key_id: Uuid::now_v7(),
+        business_id,
+        issued_at: now,
+    };
     let records = [
         w.record(
             business_id.0,
             1,
             business_id,
             DomainEvent::Catalog(CatalogEvent::BusinessCreated(business.clone())),
+        ),
+        w.record(
+            business_id.0,
+            2,
+            business_id,
+            DomainEvent::Catalog(CatalogEvent::ApiKeyIssued {
+                business_id,
+                key_id: key_record.key_id,
+                key_sha256,
+            }),
         ),
         w.record(program_id.0, 1, business_id, DomainEvent::Catalog(created)),
         w.record(
@@ -173,6 +192,7 @@ pub fn populate(
         &records,
         vec![
             Store::catalog_put(key::business(business_id.as_bytes()), &business)?,
+            Store::catalog_put(key::api_key(&key_sha256), &key_record)?,
             Store::catalog_put(key::program(program_id.as_bytes()), &program)?,
         ],
     )?;
@@ -276,6 +296,7 @@ pub fn populate(
     progress(earns);
     Ok(Fixture {
         business_id,
+        api_key,
         program,
         enrollments: states.iter().map(|s| s.enrollment_id).collect(),
     })

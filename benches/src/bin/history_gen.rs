@@ -1,4 +1,5 @@
-//! Writes a data directory with a long history, for the recovery test: a
+//! Writes a data directory with a long history, for the recovery test and
+//! the batch load test (with `--earns 0` and many enrollments): a
 //! business, an active program, `--enrollments` enrolled customers and
 //! `--earns` earns spread over them, each with its idempotency record and a
 //! snapshot every 64 events, exactly as the engine writes them (see
@@ -21,6 +22,9 @@ struct Args {
     enrollments: usize,
     #[arg(long, default_value_t = 9_800_000)]
     earns: u64,
+    /// Writes the enrollment ids here, one per line (for the load tests).
+    #[arg(long)]
+    ids_out: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<(), fixture::FixtureError> {
@@ -30,7 +34,7 @@ fn main() -> Result<(), fixture::FixtureError> {
     }
     let started = Instant::now();
     let (store, _) = Store::open(&StoreOptions::new(&args.data_dir))?;
-    fixture::populate(
+    let fixture = fixture::populate(
         &store,
         args.enrollments,
         args.earns,
@@ -39,12 +43,21 @@ fn main() -> Result<(), fixture::FixtureError> {
         |n| eprintln!("{n} earns written"),
     )?;
     let events = store.next_sequence()? - 1;
+    if let Some(path) = &args.ids_out {
+        let ids: Vec<String> = fixture
+            .enrollments
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        std::fs::write(path, ids.join("\n") + "\n")?;
+    }
     drop(store);
     println!(
         "{}",
         serde_json::json!({
             "events": events,
             "enrollments": args.enrollments,
+            "api_key": fixture.api_key,
             "write_s": started.elapsed().as_secs_f64(),
         })
     );

@@ -6,6 +6,9 @@
 //! Each iteration is one earn request on `--subject` with a fresh
 //! idempotency key, for an enrollment drawn from `--enrollments-file`.
 //! A check passes when the reply carries no `Nats-Service-Error` header.
+//! With `--batch N` each iteration is one batch request (`…earn.batch`)
+//! of N earns over N enrollments, each with its own key; its check passes
+//! only if every item succeeded, and the summary counts earns as well.
 //!
 //! ```text
 //! nats_load --url nats://127.0.0.1:4222 --api-key lk_… --enrollments-file ids.txt --vus 256 --duration 15s
@@ -17,6 +20,11 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The same allocator as the `loyalty` binary, so the comparison is of
+/// the work done, not of allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Clone)]
 #[command(about = "k6-style NATS load generator for the loyalty engine")]
@@ -50,6 +58,10 @@ struct Args {
     /// Threshold on the failed-request rate.
     #[arg(long, default_value_t = 0.001)]
     threshold_failed_rate: f64,
+    /// Earns per request: above 1, each request is a batch
+    /// (`{"items": [...]}`) for the batch subject.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Writes the summary as JSON here.
     #[arg(long)]
     summary_export: Option<std::path::PathBuf>,
@@ -85,9 +97,19 @@ async fn one_request(
     enrollments: &[String],
     tally: &Tally,
 ) {
-    let n = tally.counter.fetch_add(1, Ordering::Relaxed);
-    let enrollment = &enrollments[(n as usize).wrapping_mul(2_654_435_761) % enrollments.len()];
-    let body = json!({"enrollmentId": enrollment, "points": 10, "idempotencyKey": format!("nl-{}-{n}", std::process::id())}).to_string();
+    let item = |n: u64| {
+        let enrollment = &enrollments[(n as usize).wrapping_mul(2_654_435_761) % enrollments.len()];
+        json!({"enrollmentId": enrollment, "points": 10, "idempotencyKey": format!("nl-{}-{n}", std::process::id())})
+    };
+    let body = if args.batch > 1 {
+        let first = tally
+            .counter
+            .fetch_add(args.batch as u64, Ordering::Relaxed);
+        let items: Vec<_> = (first..first + args.batch as u64).map(item).collect();
+        json!({ "items": items }).to_string()
+    } else {
+        item(tally.counter.fetch_add(1, Ordering::Relaxed)).to_string()
+    };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Authorization", format!("Bearer {}", args.api_key).as_str());
     let started = Instant::now();
@@ -97,13 +119,24 @@ async fn one_request(
     )
     .await;
     let elapsed_us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-    let ok = matches!(&reply, Ok(Ok(m)) if m.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")).is_none());
+    let ok = matches!(&reply, Ok(Ok(m)) if m.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")).is_none()
+        && (args.batch <= 1 || batch_all_ok(&m.payload, args.batch)));
     if ok {
         tally.passes.fetch_add(1, Ordering::Relaxed);
     } else {
         tally.fails.fetch_add(1, Ordering::Relaxed);
     }
     tally.latencies_us.lock().unwrap().push(elapsed_us);
+}
+
+/// Whether a batch answer holds `items` results and none is an error.
+fn batch_all_ok(payload: &[u8], items: usize) -> bool {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return false;
+    };
+    answer["results"].as_array().is_some_and(|results| {
+        results.len() == items && results.iter().all(|r| r.get("error").is_none())
+    })
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -212,6 +245,7 @@ async fn main() -> Result<(), async_nats::Error> {
         "options": {"subject": args.subject, "vus": if args.rate.is_none() { Some(args.vus) } else { None }, "rate": args.rate, "duration_s": duration.as_secs_f64()},
         "metrics": {
             "nats_reqs": {"count": count, "rate": count as f64 / elapsed},
+            "earns": {"count": passes * args.batch as u64, "rate": (passes * args.batch as u64) as f64 / elapsed},
             "nats_req_duration": {"avg": avg, "med": med, "p(90)": p90, "p(99)": p99, "max": max},
             "nats_req_failed": {"rate": failed_rate},
             "checks": {"passes": passes, "fails": fails},
@@ -234,6 +268,11 @@ async fn main() -> Result<(), async_nats::Error> {
     println!(
         "  nats_reqs......................: {count} {:.1}/s",
         count as f64 / elapsed
+    );
+    println!(
+        "  earns (in passed requests).....: {} {:.1}/s",
+        passes * args.batch as u64,
+        (passes * args.batch as u64) as f64 / elapsed
     );
     println!(
         "  dropped_iterations.............: {}",

@@ -10,6 +10,11 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use loyalty_api::wire::{self, EarnBody, RedeemBody};
 use serde_json::json;
 
+/// The same allocator as the `loyalty` binary, so the comparison is of
+/// the work done, not of allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn earn(path: web::Path<String>, body: web::Bytes) -> HttpResponse {
     match wire::decode::<EarnBody>(&body) {
         Ok(earn) => answer(&path, earn.points.unwrap_or(1)),

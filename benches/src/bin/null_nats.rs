@@ -1,11 +1,17 @@
 //! The do-nothing NATS responder: the ceiling of the NATS door. It serves
-//! `<prefix>.earn` in a queue group, decodes each earn body strictly as the
-//! engine does, and answers a fixed earn answer, keeping no state.
+//! `<prefix>.earn` and `<prefix>.earn.batch` in a queue group, decodes each
+//! body strictly as the engine does, and answers fixed earn answers (one
+//! per item for a batch), keeping no state.
 //!
 //! Usage: `null_nats nats://127.0.0.1:4222 [prefix]` (prefix default `null.v1`)
 
 use futures_util::StreamExt;
-use loyalty_api::wire::{self, EarnBody};
+use loyalty_api::wire::{self, EarnBatchBody, EarnBody};
+
+/// The same allocator as the `loyalty` binary, so the comparison is of
+/// the work done, not of allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), async_nats::Error> {
@@ -18,26 +24,46 @@ async fn main() -> Result<(), async_nats::Error> {
         .retry_on_initial_connect()
         .connect(url)
         .await?;
-    let mut requests = client
+    let single = client
         .queue_subscribe(format!("{prefix}.earn"), "null".into())
         .await?;
+    let batch = client
+        .queue_subscribe(format!("{prefix}.earn.batch"), "null".into())
+        .await?;
+    let mut requests = futures_util::stream::select(single, batch);
+    let batch_subject = format!("{prefix}.earn.batch");
     while let Some(message) = requests.next().await {
         let client = client.clone();
+        let is_batch = message.subject.as_str() == batch_subject;
         tokio::spawn(async move {
             let Some(reply) = message.reply else { return };
-            let body = match wire::decode::<EarnBody>(&message.payload) {
-                Ok(earn) => serde_json::json!({
-                    "transactionId": "0190d6a1-2b3c-7d4e-8f90-000000000001",
-                    "enrollmentId": earn.enrollment_id,
-                    "points": earn.points.unwrap_or(1),
-                    "balance": 1000, "pending": 0, "tier": "member",
-                    "eventId": "0190d6a1-2b3c-7d4e-8f90-000000000002",
-                })
-                .to_string(),
-                Err(err) => String::from_utf8_lossy(&err.body()).into_owned(),
+            let body = if is_batch {
+                match wire::decode::<EarnBatchBody>(&message.payload) {
+                    Ok(batch) => {
+                        let results: Vec<_> = batch.items.iter().map(answer).collect();
+                        serde_json::json!({ "results": results }).to_string()
+                    }
+                    Err(err) => String::from_utf8_lossy(&err.body()).into_owned(),
+                }
+            } else {
+                match wire::decode::<EarnBody>(&message.payload) {
+                    Ok(earn) => answer(&earn).to_string(),
+                    Err(err) => String::from_utf8_lossy(&err.body()).into_owned(),
+                }
             };
             let _ = client.publish(reply, body.into()).await;
         });
     }
     Ok(())
+}
+
+/// A fixed earn answer in the engine's shape.
+fn answer(earn: &EarnBody) -> serde_json::Value {
+    serde_json::json!({
+        "transactionId": "0190d6a1-2b3c-7d4e-8f90-000000000001",
+        "enrollmentId": earn.enrollment_id,
+        "points": earn.points.unwrap_or(1),
+        "balance": 1000, "pending": 0, "tier": "member",
+        "eventId": "0190d6a1-2b3c-7d4e-8f90-000000000002",
+    })
 }
