@@ -246,10 +246,7 @@ fn run(
         }
         let mut batch = store.batch();
         let mut seq = next_sequence;
-        let lasts: Vec<u64> = jobs
-            .iter()
-            .map(|job| store.add_group(&mut batch, &job.group, &mut seq))
-            .collect();
+        let lasts = store.add_groups(&mut batch, jobs.iter().map(|job| &job.group), &mut seq);
         let started = Instant::now();
         let written = writer(&store, batch, durability == Durability::Fsync);
         let write_us = started.elapsed().as_micros() as u64;
