@@ -1,5 +1,5 @@
-//! The runtime: one virtual actix actor per enrollment, spread over one
-//! arbiter per core, over a group-committed RocksDB log.
+//! The runtime: one virtual actor per enrollment, hosted by one actix shard
+//! actor per core (ADR 0003), over a group-committed RocksDB log.
 //!
 //! # Where to start reading
 //! - [`engine`]: [`Engine`], the handle the front doors call.
@@ -12,14 +12,14 @@
 //! # The path of one earn
 //! `Engine::transact` admits it (or refuses: overloaded) and sends it to the
 //! shard that owns the enrollment. The shard activates the actor if needed
-//! (snapshot + tail from RocksDB) and forwards. The actor checks the
+//! (snapshot + tail from RocksDB) and hands it the message. The actor checks the
 //! idempotency key (in-flight keys in memory, older ones in RocksDB), calls
 //! the pure `loyalty_engine::enrollment::decide`, encodes the events with an
 //! idempotency record (and a snapshot every N versions) into one commit
 //! group, queues it for the commit thread, applies the new state in memory
 //! and goes on to its next message. The commit thread writes many groups in
-//! one synced batch; when it returns, the actor marks the version durable
-//! and answers the caller.
+//! one synced batch; when it returns, it tells each shard which versions
+//! are durable, and the actors answer their callers.
 #![forbid(unsafe_code)]
 
 pub mod catalog;

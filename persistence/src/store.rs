@@ -592,6 +592,30 @@ impl Store {
         Ok(())
     }
 
+    /// Memory RocksDB holds now, in bytes: the memtables of every column
+    /// family, the (shared) block cache, and table readers' memory outside
+    /// it. Bounded by configuration, not by the number of enrollments; the
+    /// memory probe subtracts it to find what the actors cost.
+    pub fn rocksdb_memory_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for cf in Cf::ALL {
+            for property in [
+                "rocksdb.cur-size-all-mem-tables",
+                "rocksdb.estimate-table-readers-mem",
+            ] {
+                total += self
+                    .db
+                    .property_int_value_cf(self.cf(cf), property)?
+                    .unwrap_or(0);
+            }
+        }
+        total += self
+            .db
+            .property_int_value_cf(self.cf(Cf::Log), "rocksdb.block-cache-usage")?
+            .unwrap_or(0);
+        Ok(total)
+    }
+
     /// Flushes memtables to SST files (tests and backups).
     pub fn flush(&self) -> Result<(), StoreError> {
         for cf in Cf::ALL {

@@ -6,7 +6,7 @@
 //! `loyalty_benches::fixture`). `loadtests/run-all` then times
 //! `loyalty serve` on it back to ready.
 //!
-//!   history_gen --data-dir /tmp/history --earns 9800000 --enrollments 100000
+//!   history_gen --data-dir history --earns 9799996 --enrollments 100000
 
 use clap::Parser;
 use loyalty_benches::fixture;
@@ -20,7 +20,7 @@ struct Args {
     data_dir: std::path::PathBuf,
     #[arg(long, default_value_t = 100_000)]
     enrollments: usize,
-    #[arg(long, default_value_t = 9_800_000)]
+    #[arg(long, default_value_t = 9_799_996)]
     earns: u64,
     /// Writes the enrollment ids here, one per line (for the load tests).
     #[arg(long)]

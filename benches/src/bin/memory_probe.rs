@@ -10,7 +10,8 @@
 //!   what the actors, their mailboxes and the shards' directories hold;
 //! - the process's resident set (VmRSS), which also holds RocksDB's
 //!   bounded caches (memtables, block cache) and whatever the allocator
-//!   keeps for reuse.
+//!   keeps for reuse; printed as is, and less the memory RocksDB reports
+//!   holding at the same moment (`Store::rocksdb_memory_bytes`).
 //!
 //!   memory_probe --enrollments 1000000 --json-out memory.json
 
@@ -121,7 +122,8 @@ fn main() -> Result<(), fixture::FixtureError> {
         };
         let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (rss_before, heap_before) = (rss_bytes(), live_bytes());
+        let (rss_before, heap_before, db_before) =
+            (rss_bytes(), live_bytes(), engine.store().rocksdb_memory_bytes()?);
 
         let activating = Instant::now();
         let business = fixture.business_id;
@@ -150,7 +152,8 @@ fn main() -> Result<(), fixture::FixtureError> {
             )
             .into());
         }
-        let (rss_active, heap_active) = (rss_bytes(), live_bytes());
+        let (rss_active, heap_active, db_active) =
+            (rss_bytes(), live_bytes(), engine.store().rocksdb_memory_bytes()?);
         eprintln!(
             "{active} active after {activate_s:.1} s; waiting for them to passivate"
         );
@@ -168,7 +171,8 @@ fn main() -> Result<(), fixture::FixtureError> {
         }
         // Let the last actors' stop and the shards' bookkeeping finish.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (rss_passive, heap_passive) = (rss_bytes(), live_bytes());
+        let (rss_passive, heap_passive, db_passive) =
+            (rss_bytes(), live_bytes(), engine.store().rocksdb_memory_bytes()?);
         engine.shutdown();
         let n = args.enrollments as f64;
         Ok::<_, fixture::FixtureError>(serde_json::json!({
@@ -178,6 +182,11 @@ fn main() -> Result<(), fixture::FixtureError> {
             "rss_bytes_per_active": (rss_active as f64 - rss_before as f64) / n,
             "heap_bytes_per_passivated": (heap_passive - heap_before) as f64 / n,
             "rss_bytes_per_passivated": (rss_passive as f64 - rss_before as f64) / n,
+            "rss_less_rocksdb_bytes_per_active": ((rss_active as f64 - db_active as f64) - (rss_before as f64 - db_before as f64)) / n,
+            "rss_less_rocksdb_bytes_per_passivated": ((rss_passive as f64 - db_passive as f64) - (rss_before as f64 - db_before as f64)) / n,
+            "rocksdb_before_bytes": db_before,
+            "rocksdb_active_bytes": db_active,
+            "rocksdb_passivated_bytes": db_passive,
             "rss_before_bytes": rss_before,
             "rss_active_bytes": rss_active,
             "rss_passivated_bytes": rss_passive,

@@ -1,0 +1,124 @@
+"""Renders docs/PERFORMANCE.md from the raw figures `loadtests/run-all`
+collects (JSON files in a summary directory) and criterion's estimates.
+
+    python3 loadtests/report.py SUMMARY_DIR CRITERION_DIR
+"""
+import json, os, statistics, subprocess, sys, datetime
+summary, criterion = sys.argv[1], sys.argv[2]
+load = lambda name: json.load(open(os.path.join(summary, name)))
+http, nats, batch, mem, rec = (load(n) for n in ("http.json", "nats.json", "batch.json", "memory.json", "recovery.json"))
+peers = [json.loads(l) for l in open(os.path.join(summary, "peers.jsonl")) if l.strip()]
+cores = os.cpu_count()
+mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+def peer(name, clients):
+    runs = [p for p in peers if p["peer"] == name and p["clients"] == clients]
+    return (statistics.median(p["tps"] for p in runs), statistics.median(p["p99_ms"] for p in runs), runs[0].get("conditions", ""), runs[0].get("version", ""))
+
+def ok(flag): return "met" if flag else "**not met**"
+
+def crit(path):
+    try:
+        e = json.load(open(os.path.join(criterion, path, "new", "estimates.json")))
+        return e["median"]["point_estimate"]
+    except OSError:
+        return None
+
+def fmt_ns(ns):
+    if ns is None: return "not run"
+    return f"{ns/1e6:.2f} ms" if ns >= 1e6 else f"{ns/1e3:.2f} µs" if ns >= 1e3 else f"{ns:.0f} ns"
+
+n256, n64 = nats["engine-256"], nats["engine-64"]
+r256 = n256["rate"] / nats["null-256"]["rate"]
+r64 = n64["rate"] / nats["null-64"]["rate"]
+rhttp = http["engine"]["rate"] / http["null"]["rate"]
+pg64, pg256 = peer("postgres", 64), peer("postgres", 256)
+rd64, rd256 = peer("redis", 64), peer("redis", 256)
+mem_ok = mem["rss_less_rocksdb_bytes_per_active"] <= 1024 and mem["heap_bytes_per_active"] <= 1024
+passive_ok = mem["heap_bytes_per_passivated"] <= 64 and mem["rss_less_rocksdb_bytes_per_passivated"] <= 64
+
+rows = [
+  ("NATS earn, 256 in flight, events published", f"{n256['rate']:.0f}/s vs do-nothing {nats['null-256']['rate']:.0f}/s = **{r256:.2f}x**", "≥ 0.8x", ok(r256 >= 0.8)),
+  ("HTTP earn, 64 connections", f"{http['engine']['rate']:.0f}/s vs do-nothing {http['null']['rate']:.0f}/s = **{rhttp:.2f}x**", "≥ 0.8x", ok(rhttp >= 0.8)),
+  ("vs PostgreSQL, 64 in flight", f"{n64['rate']:.0f} vs {pg64[0]:.0f} tx/s = **{n64['rate']/pg64[0]:.1f}x**", "≥ 10x", ok(n64['rate']/pg64[0] >= 10)),
+  ("vs PostgreSQL, 256 in flight", f"{n256['rate']:.0f} vs {pg256[0]:.0f} tx/s = **{n256['rate']/pg256[0]:.1f}x**", "≥ 10x", ok(n256['rate']/pg256[0] >= 10)),
+  ("vs Redis, 64 in flight", f"{n64['rate']:.0f} vs {rd64[0]:.0f} ops/s = **{n64['rate']/rd64[0]:.1f}x**", "≥ 1.5x", ok(n64['rate']/rd64[0] >= 1.5)),
+  ("vs Redis, 256 in flight", f"{n256['rate']:.0f} vs {rd256[0]:.0f} ops/s = **{n256['rate']/rd256[0]:.1f}x**", "≥ 1.5x", ok(n256['rate']/rd256[0] >= 1.5)),
+  ("NATS p99 at 64 in flight", f"{n64['p99_ms']:.1f} ms", "≤ 5 ms", ok(n64['p99_ms'] <= 5)),
+  (f"batch door ({batch['batch']} earns per request, {batch['vus']} in flight)", f"{batch['engine']['earns_rate']:.0f} earns/s (do-nothing: {batch['null']['earns_rate']:.0f})", "≥ 500 000/s", ok(batch['engine']['earns_rate'] >= 500_000)),
+  (f"memory per active enrollment ({mem['enrollments']:,})", f"heap {mem['heap_bytes_per_active']:.0f} B; RSS {mem['rss_less_rocksdb_bytes_per_active']:.0f} B less RocksDB's caches ({mem['rss_bytes_per_active']:.0f} B with them)", "≤ 1 KiB", ok(mem_ok)),
+  ("memory per passivated enrollment", f"heap {mem['heap_bytes_per_passivated']:.1f} B; RSS {mem['rss_less_rocksdb_bytes_per_passivated']:.0f} B less RocksDB's caches ({mem['rss_bytes_per_passivated']:.0f} B with them)", "0", ok(passive_ok)),
+  (f"recovery of {rec['events']:,} events ({rec['data_bytes']/2**30:.2f} GiB)", f"{rec['ready_s']:.2f} s to ready", "≤ 10 s", ok(rec['ready_s'] <= 10)),
+]
+bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
+  ("decide one earn (no I/O)", "decide/earn"), ("snapshot encode", "snapshot/encode"), ("snapshot decode", "snapshot/decode"),
+  ("JSON decode of an earn", "json/earn_decode"), ("JSON encode of the answer", "json/answer_encode"),
+  ("group commit, 1 event (one fsync)", "group_commit/1"), ("group commit, 256 events", "group_commit/256"),
+  ("group commit, 4096 events", "group_commit/4096"), ("baseline: empty actix round trip", "actor/baseline_noop"),
+  ("earn round trip, no fsync", "actor/round_trip_unsafe_no_fsync"), ("earn round trip, fsync", "actor/round_trip_fsync")]]
+
+out = f"""# Performance
+
+Written by `loadtests/run-all` on {datetime.date.today()} — do not edit by hand;
+the analysis at the end comes from `loadtests/PERFORMANCE-notes.md`.
+
+**Conditions.** One machine: {cores} cores, {mem_gib:.0f} GiB, one virtual disk.
+The engine, nats-server, the load generators, PostgreSQL and Redis all
+share the {cores} cores; every figure of one table was measured in the same
+run. **Durable everywhere**: the engine answers after the fsync of its
+write-ahead log; PostgreSQL with `{pg64[2]}`; Redis with `{rd64[2]}`.
+Load figures are medians of {http['runs']} runs.
+
+## Targets
+
+| target | measured | wanted | |
+|---|---|---|---|
+""" + "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows) + f"""
+
+## The doors beside their ceilings
+
+| door | in flight | do-nothing responder | engine | ratio | engine p50 | engine p99 |
+|---|---|---|---|---|---|---|
+| HTTP (k6 {http['k6']}, closed model) | {http['vus']} | {http['null']['rate']:.0f}/s | {http['engine']['rate']:.0f}/s | {rhttp:.2f}x | {http['engine']['p50_ms']:.2f} ms | {http['engine']['p99_ms']:.2f} ms |
+| NATS (`nats_load`, events published) | 256 | {nats['null-256']['rate']:.0f}/s | {n256['rate']:.0f}/s | {r256:.2f}x | {n256['p50_ms']:.2f} ms | {n256['p99_ms']:.2f} ms |
+| NATS | 64 | {nats['null-64']['rate']:.0f}/s | {n64['rate']:.0f}/s | {r64:.2f}x | {n64['p50_ms']:.2f} ms | {n64['p99_ms']:.2f} ms |
+| NATS batch ({batch['batch']} earns per request, {batch['enrollments']:,} enrollments) | {batch['vus']} requests | {batch['null']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']/batch['null']['earns_rate']:.2f}x | | {batch['engine']['p99_ms']:.0f} ms per batch |
+
+Per-run figures: `docs/PERFORMANCE-http.md`, `docs/PERFORMANCE-nats.md`.
+
+## Peers on the same work (one earn: a ledger row and a balance, durably)
+
+| peer | clients | tx/s | p99 | engine over NATS, same in flight |
+|---|---|---|---|---|
+| PostgreSQL {pg64[3]} (pgbench, one transaction: insert ledger row with unique idempotency key + update balance) | 64 | {pg64[0]:.0f} | {pg64[1]:.1f} ms | {n64['rate']:.0f}/s ({n64['rate']/pg64[0]:.1f}x) |
+| PostgreSQL | 256 | {pg256[0]:.0f} | {pg256[1]:.1f} ms | {n256['rate']:.0f}/s ({n256['rate']/pg256[0]:.1f}x) |
+| Redis {rd64[3]} (redis-benchmark, Lua: add to balance + append to a stream) | 64 | {rd64[0]:.0f} | {rd64[1]:.1f} ms | {n64['rate']:.0f}/s ({n64['rate']/rd64[0]:.1f}x) |
+| Redis | 256 | {rd256[0]:.0f} | {rd256[1]:.1f} ms | {n256['rate']:.0f}/s ({n256['rate']/rd256[0]:.1f}x) |
+
+The engine's figure is its NATS earn (idempotency record, event published),
+the peers' their own clients over TCP; all three share the machine with
+their load generator.
+
+## Memory and recovery
+
+- `memory_probe` made {mem['enrollments']:,} enrollments active (one durable
+  earn each, {mem['activate_s']:.0f} s): live heap {mem['heap_bytes_per_active']:.0f} B and resident
+  set {mem['rss_bytes_per_active']:.0f} B per active enrollment. After all of them
+  passivated: heap {mem['heap_bytes_per_passivated']:.1f} B and RSS {mem['rss_bytes_per_passivated']:.0f} B per enrollment above
+  the start. The raw RSS includes RocksDB's memtables filled by the million
+  earns and snapshots, and its block cache, both bounded by configuration
+  rather than by the number of enrollments: RocksDB reported
+  {mem['rocksdb_before_bytes']/2**20:.0f} MiB before, {mem['rocksdb_active_bytes']/2**20:.0f} MiB with all active and
+  {mem['rocksdb_passivated_bytes']/2**20:.0f} MiB after passivation, and the "less RocksDB" figures
+  subtract it.
+- `loyalty serve` on a data directory of {rec['events']:,} events ({rec['data_bytes']/2**30:.2f} GiB),
+  full log check at start-up: ready after {rec['ready_s']:.2f} s (median; runs:
+  {', '.join(f'{t:.2f}' for t in rec['runs_s'])} s).
+
+## Hot path (criterion, `cargo bench --workspace --bench hot_path`, median)
+
+| benchmark | time |
+|---|---|
+""" + "\n".join(f"| {a} | {b} |" for a, b in bench_rows) + "\n\n" + open("loadtests/PERFORMANCE-notes.md").read()
+open("docs/PERFORMANCE.md", "w").write(out)
+print(out)
