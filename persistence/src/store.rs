@@ -254,7 +254,7 @@ impl Store {
             batch.events += group.events.len();
             lasts.push(*next_sequence - 1);
         }
-        index.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        index.sort_unstable_by_key(|entry| entry.0);
         let aggregate = self.cf(Cf::Aggregate);
         for (key, seq) in &index {
             batch.inner.put_cf(aggregate, key, keys::sequence(*seq));
