@@ -15,10 +15,11 @@ use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use loyalty_actors::{Durability, Engine, EngineConfig, ManualClock};
 use loyalty_api::wire::{self, EarnBody, TransactionBody};
+use loyalty_benches::fixture::rules;
 use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
 use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
 use loyalty_engine::idempotency::IdempotencyKey;
-use loyalty_engine::program::{EarnRule, ProgramRules, Tier};
+use loyalty_engine::program::ProgramRules;
 use loyalty_engine::*;
 use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreOptions, StoredAnswer};
 use std::hint::black_box;
@@ -27,28 +28,6 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
-
-fn rules() -> ProgramRules {
-    ProgramRules::new(
-        EarnRule {
-            points_per_unit: 10,
-            minor_units_per_unit: 100,
-        },
-        vec![
-            Tier {
-                name: "member".into(),
-                min_points: 0,
-            },
-            Tier {
-                name: "gold".into(),
-                min_points: 10_000,
-            },
-        ],
-        Some(365),
-        None,
-    )
-    .unwrap()
-}
 
 /// An enrollment with a realistic history: 40 earns and 10 redeems over
 /// 50 days.
