@@ -35,7 +35,7 @@ pub struct Engine {
 }
 
 /// A shard's mailbox full is overload; a shard gone is a stopped engine.
-fn shard_refused<M>(err: actix::dev::SendError<M>) -> EngineError {
+fn shard_refused<M>(err: &actix::dev::SendError<M>) -> EngineError {
     match err {
         actix::dev::SendError::Full(_) => EngineError::Overloaded,
         actix::dev::SendError::Closed(_) => {
@@ -177,7 +177,7 @@ impl Engine {
         };
         self.shard(enrollment_id)
             .try_send(msg)
-            .map_err(shard_refused)?;
+            .map_err(|err| shard_refused(&err))?;
         answer
             .await
             .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
@@ -217,15 +217,9 @@ impl Engine {
                 continue;
             }
             if let Err(err) = shard.try_send(TransactMany(commands)) {
-                let (err, TransactMany(commands)) = match err {
-                    actix::dev::SendError::Full(m) => (EngineError::Overloaded, m),
-                    actix::dev::SendError::Closed(m) => (
-                        EngineError::Stopped("an actor thread has stopped".into()),
-                        m,
-                    ),
-                };
-                for command in commands {
-                    let _ = command.reply.send(Err(err.clone()));
+                let refusal = shard_refused(&err);
+                for command in err.into_inner().0 {
+                    let _ = command.reply.send(Err(refusal.clone()));
                 }
             }
         }
@@ -255,7 +249,7 @@ impl Engine {
         };
         self.shard(enrollment_id)
             .try_send(msg)
-            .map_err(shard_refused)?;
+            .map_err(|err| shard_refused(&err))?;
         view.await
             .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
     }

@@ -56,7 +56,14 @@ impl Shard {
         }
     }
 
-    fn activate(&mut self, id: EnrollmentId) -> Result<&mut EnrollmentActor, EngineError> {
+    /// The actor of `id`, activated if needed, beside the runtime it works
+    /// with (borrowed apart from the directory, so the hot path need not
+    /// clone the shared `Arc`: its count would bounce between the shards'
+    /// cores on every command).
+    fn activate(
+        &mut self,
+        id: EnrollmentId,
+    ) -> Result<(&mut EnrollmentActor, &Runtime), EngineError> {
         if !self.actors.contains_key(&id) {
             let (state, snapshot_version) = self
                 .rt
@@ -77,13 +84,13 @@ impl Shard {
                 .push_back((Instant::now() + self.rt.config.passivate_after, id));
             self.rt.active_enrollments.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(self.actors.get_mut(&id).expect("just inserted"))
+        Ok((self.actors.get_mut(&id).expect("just inserted"), &self.rt))
     }
 
     fn transact(&mut self, msg: Transact) {
-        let (rt, index) = (self.rt.clone(), self.index);
+        let index = self.index;
         match self.activate(msg.enrollment_id) {
-            Ok(actor) => actor.transact(msg, &rt, index),
+            Ok((actor, rt)) => actor.transact(msg, rt, index),
             Err(err) => drop(msg.reply.send(Err(err))),
         }
     }
@@ -175,9 +182,9 @@ impl Handler<DurableVersions> for Shard {
 impl Handler<Balance> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Balance, _ctx: &mut Self::Context) {
-        let (rt, index) = (self.rt.clone(), self.index);
+        let index = self.index;
         match self.activate(msg.enrollment_id) {
-            Ok(actor) => actor.balance(msg, &rt, index),
+            Ok((actor, rt)) => actor.balance(msg, rt, index),
             Err(err) => drop(msg.reply.send(Err(err))),
         }
     }

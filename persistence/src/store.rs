@@ -201,23 +201,7 @@ impl Store {
         group: &CommitGroup,
         next_sequence: &mut u64,
     ) -> u64 {
-        let log = self.cf(Cf::Log);
-        let aggregate = self.cf(Cf::Aggregate);
-        for event in &group.events {
-            let seq = *next_sequence;
-            batch.inner.put_cf(log, keys::sequence(seq), &event.value);
-            batch.inner.put_cf(
-                aggregate,
-                keys::aggregate_version(event.aggregate_id.as_bytes(), event.version),
-                keys::sequence(seq),
-            );
-            *next_sequence += 1;
-        }
-        for put in &group.puts {
-            batch.inner.put_cf(self.cf(put.cf), &put.key, &put.value);
-        }
-        batch.events += group.events.len();
-        *next_sequence - 1
+        self.add_groups(batch, [group], next_sequence)[0]
     }
 
     /// Adds many commit groups to a batch (what the commit thread does).
