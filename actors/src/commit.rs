@@ -22,8 +22,8 @@ use actix::prelude::*;
 use loyalty_engine::EnrollmentId;
 use loyalty_persistence::store::Batch;
 use loyalty_persistence::{CommitGroup, Store, StoreError};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -106,7 +106,12 @@ pub fn store_writer() -> BatchWriter {
 /// The actors' side of the commit thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
+    /// Groups queued and not yet taken by the commit thread: the queue's
+    /// bound, kept by [`Committer::reserve`] rather than by the channel so
+    /// a caller can hold a place before it changes any state.
+    queued: Arc<AtomicUsize>,
+    queue_max: usize,
     failed: Arc<AtomicBool>,
     pub stats: Arc<CommitStats>,
     pub(crate) shards: ShardAddrs,
@@ -122,7 +127,8 @@ impl Committer {
         durability: Durability,
         writer: BatchWriter,
     ) -> (Committer, JoinHandle<()>) {
-        let (tx, rx) = mpsc::sync_channel(queue_max);
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CommitStats::default());
         let shards = ShardAddrs::default();
@@ -133,12 +139,13 @@ impl Committer {
             let failed = failed.clone();
             let stats = stats.clone();
             let shards = shards.clone();
+            let queued = queued.clone();
             std::thread::Builder::new()
                 .name("loyalty-commit".into())
                 .spawn(move || {
                     let limits = (next_sequence, batch_events_max, durability);
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run(store, rx, limits, writer, &failed, &stats, &shards)
+                        run(store, rx, &queued, limits, writer, &failed, &stats, &shards)
                     }));
                     if ran.is_err() {
                         // A panic here is a failed commit like any other:
@@ -152,6 +159,8 @@ impl Committer {
         (
             Committer {
                 tx,
+                queued,
+                queue_max: queue_max.max(1),
                 failed,
                 stats,
                 shards,
@@ -165,24 +174,55 @@ impl Committer {
     /// the caller can leave its state untouched.
     pub fn submit(&self, group: CommitGroup) -> Result<oneshot::Receiver<Durable>, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.queue(Job {
+        self.reserve()?.send(Job {
             group,
             reply: Reply::Once(reply),
         })?;
         Ok(rx)
     }
 
+    /// Holds a place in the queue, or refuses (`OVERLOADED` when full,
+    /// `STOPPED` after a failed write). An enrollment actor reserves
+    /// *before* it decides, because it applies a decision to its state in
+    /// place: once it has, the group must reach the commit thread.
+    pub(crate) fn reserve(&self) -> Result<Reservation<'_>, EngineError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_max {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Overloaded);
+        }
+        Ok(Reservation {
+            committer: self,
+            sent: false,
+        })
+    }
+
+    /// Whether a write failed and the engine has stopped.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+/// A place held in the commit queue; given back if dropped unused.
+pub(crate) struct Reservation<'a> {
+    committer: &'a Committer,
+    sent: bool,
+}
+
+impl Reservation<'_> {
     /// Queues an enrollment actor's group; its shard gets
-    /// [`DurableVersions`] once the group is durable. Refuses like
-    /// [`Committer::submit`].
+    /// [`DurableVersions`] once the group is durable. Fails only when the
+    /// commit thread has exited (the engine has stopped).
     pub(crate) fn submit_for_shard(
-        &self,
+        self,
         group: CommitGroup,
         shard: usize,
         enrollment_id: EnrollmentId,
         version: u64,
     ) -> Result<(), EngineError> {
-        self.queue(Job {
+        self.send(Job {
             group,
             reply: Reply::Shard {
                 shard,
@@ -192,22 +232,20 @@ impl Committer {
         })
     }
 
-    fn queue(&self, job: Job) -> Result<(), EngineError> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(stopped());
-        }
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(EngineError::Stopped("commit thread has exited".into()))
-            }
-        }
+    fn send(mut self, job: Job) -> Result<(), EngineError> {
+        self.sent = true;
+        self.committer.tx.send(job).map_err(|_| {
+            self.committer.queued.fetch_sub(1, Ordering::AcqRel);
+            EngineError::Stopped("commit thread has exited".into())
+        })
     }
+}
 
-    /// Whether a write failed and the engine has stopped.
-    pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.committer.queued.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -218,9 +256,11 @@ fn stopped() -> EngineError {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     store: Store,
     rx: Receiver<Job>,
+    queued: &AtomicUsize,
     (mut next_sequence, batch_events_max, durability): (u64, usize, Durability),
     mut writer: BatchWriter,
     failed: &AtomicBool,
@@ -240,6 +280,8 @@ fn run(
                 Err(_) => break,
             }
         }
+        // Taken off the queue: their places are free for the next batch.
+        queued.fetch_sub(jobs.len(), Ordering::AcqRel);
         if failed.load(Ordering::Acquire) {
             answer(&mut jobs, None, Err(stopped()), shards);
             continue;

@@ -13,11 +13,12 @@
 //! answers still wait for the fsync that covers them. Queries answer from
 //! the newest *durable* version, never from state a crash could take back.
 
+use crate::commit::Reservation;
 use crate::error::EngineError;
 use crate::runtime::Runtime;
 use actix::prelude::*;
 use loyalty_engine::enrollment::{
-    self, settle, BalanceView, Decision, Enrollment, EnrollmentEvent, Request,
+    self, settle, Applied, BalanceView, Enrollment, EnrollmentEvent, Request,
 };
 use loyalty_engine::idempotency::{self, IdempotencyKey};
 use loyalty_engine::program::Program;
@@ -145,14 +146,20 @@ impl EnrollmentActor {
         self.state.enrollment_id
     }
 
-    /// Turns a decision's events into log records with fresh event ids.
-    fn records(&self, events: Vec<EnrollmentEvent>, now: Timestamp) -> Vec<LogRecord> {
+    /// Turns a decision's events into log records with fresh event ids;
+    /// the first event gets version `first_version`.
+    fn records(
+        &self,
+        events: Vec<EnrollmentEvent>,
+        first_version: u64,
+        now: Timestamp,
+    ) -> Vec<LogRecord> {
         events
             .into_iter()
             .enumerate()
             .map(|(i, event)| LogRecord {
                 aggregate_id: self.id().0,
-                version: self.state.version + 1 + i as u64,
+                version: first_version + i as u64,
                 event_id: EventId(Uuid::now_v7()),
                 business_id: self.state.business_id,
                 recorded_at: now,
@@ -161,39 +168,57 @@ impl EnrollmentActor {
             .collect()
     }
 
-    /// Queues a decision's records for commit and makes `state` (the state
-    /// they lead to) current in memory. On refusal (queue full, engine
-    /// stopped) nothing changes.
-    fn submit(
+    /// Queues for commit the records of a decision already applied to
+    /// `state` (which was at `before` until then), with a snapshot if the
+    /// decision crossed a snapshot boundary, and notes the new version as
+    /// in flight.
+    ///
+    /// The state is already ahead of the disk here, so a failure (the
+    /// engine stopped, or a record that would not encode) breaks the actor:
+    /// it never answers again rather than answer from state the disk may
+    /// never have. Overload cannot happen here: the caller reserved its
+    /// place in the queue before deciding.
+    fn commit_applied(
         &mut self,
         rt: &Runtime,
-        state: Enrollment,
+        place: Reservation<'_>,
+        before: u64,
         records: &[LogRecord],
         mut puts: Vec<Put>,
         shard: usize,
     ) -> Result<u64, EngineError> {
-        let every = rt.config.snapshot_every_events.max(1);
-        let snapshot = state.version / every != self.state.version / every;
-        if snapshot {
-            puts.push(Store::snapshot_put(&state)?);
+        let version = self.state.version;
+        let queued = (|| {
+            let every = rt.config.snapshot_every_events.max(1);
+            let snapshot = version / every != before / every;
+            if snapshot {
+                puts.push(Store::snapshot_put(&self.state)?);
+            }
+            let events = records
+                .iter()
+                .map(Store::encode_event)
+                .collect::<Result<Vec<_>, _>>()?;
+            place.submit_for_shard(CommitGroup { events, puts }, shard, self.id(), version)?;
+            Ok::<_, EngineError>(snapshot)
+        })();
+        match queued {
+            Ok(snapshot) => {
+                if snapshot {
+                    self.snapshot_queued = Some(version);
+                }
+                self.inflight.push_back(InflightVersion {
+                    version,
+                    view: self.state.view(),
+                    waiters: Vec::new(),
+                });
+                Ok(version)
+            }
+            Err(err) => {
+                tracing::error!(enrollment = %self.id(), cause = %err, "a decision applied in memory could not be queued for commit; this enrollment stops answering");
+                self.broken = Some(Box::new(err.clone()));
+                Err(err)
+            }
         }
-        let events = records
-            .iter()
-            .map(Store::encode_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        let version = state.version;
-        rt.committer
-            .submit_for_shard(CommitGroup { events, puts }, shard, self.id(), version)?;
-        self.state = state;
-        if snapshot {
-            self.snapshot_queued = Some(version);
-        }
-        self.inflight.push_back(InflightVersion {
-            version,
-            view: self.state.view(),
-            waiters: Vec::new(),
-        });
-        Ok(version)
     }
 
     /// A commit covering versions up to `version` finished.
@@ -287,46 +312,52 @@ impl EnrollmentActor {
             }
             Ok(None) => {}
         }
+        // A place in the commit queue first: the decision is applied to the
+        // state in place, and must not be refused after that.
+        let place = match rt.committer.reserve() {
+            Ok(place) => place,
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
         let now = rt.clock.now();
         let transaction_id = TransactionId(Uuid::now_v7());
-        let decision = match enrollment::decide(
-            &self.state,
+        let before = self.state.version;
+        let applied = match enrollment::decide_in_place(
+            &mut self.state,
             &self.program.rules,
             Some((&request, transaction_id)),
             now,
         ) {
-            Ok(decision) => decision,
+            Ok(applied) => applied,
             Err(err) => {
-                let version = self.state.version;
-                self.when_durable(version, Waiter::Refusal(err.into(), reply));
+                // Refused: the state is unchanged.
+                self.when_durable(before, Waiter::Refusal(err.into(), reply));
                 return;
             }
         };
-        let Decision {
-            events,
-            state,
-            outcome,
-        } = decision;
+        let Applied { events, outcome } = applied;
         let outcome = outcome.expect("a request's decision has an outcome");
-        let records = self.records(events, now);
+        let records = self.records(events, before + 1, now);
         let answer = StoredAnswer {
             event_id: records[outcome.event_index].event_id,
             outcome,
         };
         let record = IdempotencyRecord {
-            request: request.clone(),
-            answer: answer.clone(),
+            request,
+            answer,
             recorded_at: now,
         };
-        let put = match Store::idempotency_put(self.id(), key.as_str(), &record) {
-            Ok(put) => put,
-            Err(err) => {
-                let _ = reply.send(Err(err.into()));
-                return;
-            }
-        };
-        match self.submit(rt, state, &records, vec![put], shard) {
+        let put = Store::idempotency_put(self.id(), key.as_str(), &record);
+        let committed = put
+            .map_err(EngineError::from)
+            .and_then(|put| self.commit_applied(rt, place, before, &records, vec![put], shard));
+        match committed {
             Ok(version) => {
+                let IdempotencyRecord {
+                    request, answer, ..
+                } = record;
                 self.inflight_keys.insert(
                     key.as_str().to_owned(),
                     InflightKey {
@@ -337,7 +368,12 @@ impl EnrollmentActor {
                 );
                 self.when_durable(version, Waiter::Answer(answer, reply));
             }
-            Err(err) => drop(reply.send(Err(err))),
+            Err(err) => {
+                if self.broken.is_none() {
+                    self.broken = Some(Box::new(err.clone()));
+                }
+                drop(reply.send(Err(err)));
+            }
         }
     }
 
@@ -348,12 +384,14 @@ impl EnrollmentActor {
         if settle::next_due(&self.state).is_none_or(|due| due > now) {
             return Ok(None);
         }
-        let decision = enrollment::decide(&self.state, &self.program.rules, None, now)?;
-        if decision.events.is_empty() {
+        let place = rt.committer.reserve()?;
+        let before = self.state.version;
+        let applied = enrollment::decide_in_place(&mut self.state, &self.program.rules, None, now)?;
+        if applied.events.is_empty() {
             return Ok(None);
         }
-        let records = self.records(decision.events, now);
-        self.submit(rt, decision.state, &records, Vec::new(), shard)
+        let records = self.records(applied.events, before + 1, now);
+        self.commit_applied(rt, place, before, &records, Vec::new(), shard)
             .map(Some)
     }
 
@@ -395,11 +433,30 @@ impl EnrollmentActor {
             }
         }
         if self.snapshot_version < self.state.version {
-            match Store::snapshot_put(&self.state)
+            // Nothing changes in memory here, so a refusal only defers it.
+            let version = self.state.version;
+            let queued = Store::snapshot_put(&self.state)
                 .map_err(EngineError::from)
-                .and_then(|put| self.submit(rt, self.state.clone(), &[], vec![put], shard))
-            {
-                Ok(_) => self.snapshot_queued = Some(self.state.version),
+                .and_then(|put| {
+                    rt.committer.reserve()?.submit_for_shard(
+                        CommitGroup {
+                            events: Vec::new(),
+                            puts: vec![put],
+                        },
+                        shard,
+                        self.id(),
+                        version,
+                    )
+                });
+            match queued {
+                Ok(()) => {
+                    self.snapshot_queued = Some(version);
+                    self.inflight.push_back(InflightVersion {
+                        version,
+                        view: self.state.view(),
+                        waiters: Vec::new(),
+                    });
+                }
                 Err(err) => {
                     tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")
                 }

@@ -5,7 +5,7 @@
 use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
 use loyalty_engine::enrollment::redeem::RedeemPoints;
 use loyalty_engine::enrollment::reverse::ReverseTransaction;
-use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
+use loyalty_engine::enrollment::{decide, decide_in_place, Enrollment, EnrollmentEvent, Request};
 use loyalty_engine::program::{EarnRule, ProgramRules, Tier};
 use loyalty_engine::{
     BusinessId, CustomerId, DomainError, EnrollmentId, ProgramId, Timestamp, TransactionId,
@@ -236,6 +236,21 @@ proptest! {
             if let Op::Wait(hours) = op { now += hours * 3_600_000; }
             let id = TransactionId(Uuid::from_u128(1_000 + n as u128));
             let result = decide(&state, &rules, request.as_ref().map(|r| (r, id)), Timestamp(now));
+            // The runtime's form decides the same without the copy, and a
+            // refusal leaves its state untouched.
+            let mut in_place = state.clone();
+            match (decide_in_place(&mut in_place, &rules, request.as_ref().map(|r| (r, id)), Timestamp(now)), &result) {
+                (Ok(applied), Ok(decision)) => {
+                    prop_assert_eq!(&applied.events, &decision.events);
+                    prop_assert_eq!(&applied.outcome, &decision.outcome);
+                    prop_assert_eq!(&in_place, &decision.state);
+                }
+                (Err(got), Err(want)) => {
+                    prop_assert_eq!(got, want.clone());
+                    prop_assert_eq!(&in_place, &state);
+                }
+                (got, want) => prop_assert!(false, "in place {:?} vs copy {:?}", got.map(|a| a.outcome), want.as_ref().map(|d| &d.outcome)),
+            }
             match result {
                 Ok(decision) => {
                     log.extend(decision.events.iter().cloned().map(|e| (e, Timestamp(now))));

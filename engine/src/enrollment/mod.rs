@@ -90,6 +90,10 @@ pub struct Decision {
 ///
 /// `transaction_id` names the new transaction; the caller generates it.
 /// With `request == None` only the clock's work is done.
+///
+/// This is the pure form, for tests and tools: it copies the state. The
+/// runtime uses [`decide_in_place`], which gives the same events and
+/// outcome without the copy.
 pub fn decide(
     state: &Enrollment,
     rules: &ProgramRules,
@@ -97,8 +101,58 @@ pub fn decide(
     now: Timestamp,
 ) -> Result<Decision, DomainError> {
     let mut next = state.clone();
+    let Applied { events, outcome } = decide_on(&mut next, rules, request, now)?;
+    Ok(Decision {
+        events,
+        state: next,
+        outcome,
+    })
+}
+
+/// What [`decide_in_place`] applied to the state it was given.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// Events in the order they were applied. May be empty for a settle
+    /// with nothing due.
+    pub events: Vec<EnrollmentEvent>,
+    /// `None` for a settle (no request).
+    pub outcome: Option<TransactionOutcome>,
+}
+
+/// [`decide`] without copying the state: on success `state` is the new
+/// state; on a refusal it is exactly as it was.
+///
+/// Why it exists: an active enrollment keeps up to
+/// `REVERSIBLE_TRANSACTIONS_MAX` recent transactions, and copying them on
+/// every command was the largest cost of deciding. A refusal can only come
+/// from checking the request, which reads the state; the one thing that
+/// changes the state before that check is settling what the clock made due,
+/// so only then (at most once per lot date) is the decision made on a copy.
+pub fn decide_in_place(
+    state: &mut Enrollment,
+    rules: &ProgramRules,
+    request: Option<(&Request, TransactionId)>,
+    now: Timestamp,
+) -> Result<Applied, DomainError> {
+    if request.is_some() && settle::next_due(state).is_some_and(|due| due <= now) {
+        let mut next = state.clone();
+        let applied = decide_on(&mut next, rules, request, now)?;
+        *state = next;
+        return Ok(applied);
+    }
+    decide_on(state, rules, request, now)
+}
+
+/// The decision itself, applied to `next` as it goes. Every refusal is
+/// returned before anything but settling has changed `next`.
+fn decide_on(
+    next: &mut Enrollment,
+    rules: &ProgramRules,
+    request: Option<(&Request, TransactionId)>,
+    now: Timestamp,
+) -> Result<Applied, DomainError> {
     let mut events = Vec::new();
-    settle::settle(&mut next, now, &mut events);
+    settle::settle(next, now, &mut events);
     let mut event_index = None;
     let mut shortfall = 0;
     let mut points = 0;
@@ -112,18 +166,18 @@ pub fn decide(
         }
         event_index = Some(events.len());
         let handled = match request {
-            Request::Earn(earn) => earn::handle(&next, rules, earn, transaction_id, now)?,
-            Request::Redeem(redeem) => redeem::handle(&next, redeem, transaction_id)?,
-            Request::Reverse(reverse) => reverse::handle(&next, reverse, transaction_id, now)?,
+            Request::Earn(earn) => earn::handle(next, rules, earn, transaction_id, now)?,
+            Request::Redeem(redeem) => redeem::handle(next, redeem, transaction_id)?,
+            Request::Reverse(reverse) => reverse::handle(next, reverse, transaction_id, now)?,
         };
         points = handled.points;
         shortfall = handled.shortfall;
-        emit(&mut next, &mut events, handled.event, now);
+        emit(next, &mut events, handled.event, now);
         // A reversed redeem can give back points whose lot has already
         // passed its date: they expire in the same decision.
-        settle::expire(&mut next, now, &mut events);
+        settle::expire(next, now, &mut events);
     }
-    tier::follow_lifetime(&mut next, rules, now, &mut events);
+    tier::follow_lifetime(next, rules, now, &mut events);
     let outcome = event_index
         .zip(request)
         .map(|(event_index, (_, transaction_id))| TransactionOutcome {
@@ -137,11 +191,7 @@ pub fn decide(
             version: next.version,
             event_index,
         });
-    Ok(Decision {
-        events,
-        state: next,
-        outcome,
-    })
+    Ok(Applied { events, outcome })
 }
 
 /// What a command handler decided: one event, and the figures to answer.
