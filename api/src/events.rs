@@ -4,139 +4,431 @@
 //!
 //! `version` is the aggregate's version after the event; `sequence` is the
 //! event's place in the global commit order.
+//!
+//! [`EventJson`] borrows the log record and serializes straight to JSON: the
+//! publisher writes every durable event through it, so it builds no
+//! intermediate `serde_json::Value` (that tree was most of the publisher's
+//! CPU under load). The HTTP pages use [`event_json`], the same shape as a
+//! `Value`.
 
-use crate::wire::rfc3339;
+use crate::wire::{rfc3339, CustomerBody, ProgramBody};
 use loyalty_engine::catalog::CatalogEvent;
 use loyalty_engine::enrollment::{EnrollmentEvent, LotDraw};
-use loyalty_engine::DomainEvent;
+use loyalty_engine::{DomainEvent, Timestamp};
 use loyalty_persistence::LogRecord;
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
 
+/// One event in the contract's JSON shape, borrowing its log record.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson<'a> {
+    event_id: Uuid,
+    event_type: &'static str,
+    version: u64,
+    timestamp: Rfc3339,
+    aggregate_id: Uuid,
+    business_id: Uuid,
+    sequence: u64,
+    data: Data<'a>,
+}
+
+impl<'a> EventJson<'a> {
+    pub fn new(sequence: u64, record: &'a LogRecord) -> Self {
+        EventJson {
+            event_id: record.event_id.0,
+            event_type: record.event.event_type(),
+            version: record.version,
+            timestamp: Rfc3339(record.recorded_at),
+            aggregate_id: record.aggregate_id,
+            business_id: record.business_id.0,
+            sequence,
+            data: Data::new(&record.event),
+        }
+    }
+}
+
+/// The event as a JSON value (for pages that collect events of several
+/// chunks read from the log).
 pub fn event_json(sequence: u64, record: &LogRecord) -> Value {
-    json!({
-        "eventId": record.event_id.to_string(),
-        "eventType": record.event.event_type(),
-        "version": record.version,
-        "timestamp": rfc3339(record.recorded_at),
-        "aggregateId": record.aggregate_id.to_string(),
-        "businessId": record.business_id.to_string(),
-        "sequence": sequence,
-        "data": data(&record.event),
-    })
+    serde_json::to_value(EventJson::new(sequence, record)).expect("events serialize")
 }
 
-fn lots(lots: &[LotDraw]) -> Value {
-    Value::Array(
-        lots.iter()
-            .map(|l| json!({"expiresAt": l.expires_at.map(rfc3339), "points": l.points}))
-            .collect(),
-    )
+/// A timestamp as RFC 3339 UTC with milliseconds.
+struct Rfc3339(Timestamp);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&rfc3339(self.0))
+    }
 }
 
-fn data(event: &DomainEvent) -> Value {
-    match event {
-        DomainEvent::Catalog(event) => match event {
-            CatalogEvent::BusinessCreated(b) => {
-                json!({"businessId": b.business_id.to_string(), "name": b.name})
-            }
-            CatalogEvent::ApiKeyIssued { key_id, .. } => json!({"keyId": key_id.to_string()}),
-            CatalogEvent::ProgramCreated(p) => {
-                serde_json::to_value(crate::wire::ProgramBody::from(p)).unwrap_or(Value::Null)
-            }
-            CatalogEvent::ProgramActivated { program_id, .. } => {
-                json!({"programId": program_id.to_string()})
-            }
-            CatalogEvent::CustomerCreated(c) => {
-                serde_json::to_value(crate::wire::CustomerBody::from(c)).unwrap_or(Value::Null)
-            }
-        },
-        DomainEvent::Enrollment(event) => match event {
-            EnrollmentEvent::Enrolled {
-                enrollment_id,
-                customer_id,
-                program_id,
-                tier,
-                ..
-            } => json!({
-                "enrollmentId": enrollment_id.to_string(),
-                "customerId": customer_id.to_string(),
-                "programId": program_id.to_string(),
-                "tier": tier,
-            }),
-            EnrollmentEvent::PointsEarned {
-                transaction_id,
-                points,
-                amount_minor,
-                available_at,
-                expires_at,
-                reason,
-                reference,
-            } => json!({
-                "transactionId": transaction_id.to_string(),
-                "points": points,
-                "amount": amount_minor,
-                "pendingUntil": available_at.map(rfc3339),
-                "expiresAt": expires_at.map(rfc3339),
-                "reason": reason,
-                "reference": reference,
-            }),
-            EnrollmentEvent::PointsMatured {
-                transaction_id,
-                points,
-                expires_at,
-            } => json!({
-                "transactionId": transaction_id.to_string(),
-                "points": points,
-                "expiresAt": expires_at.map(rfc3339),
-            }),
-            EnrollmentEvent::PointsRedeemed {
-                transaction_id,
-                points,
-                drawn,
-                reason,
-                reference,
-            } => json!({
-                "transactionId": transaction_id.to_string(),
-                "points": points,
-                "lots": lots(drawn),
-                "reason": reason,
-                "reference": reference,
-            }),
-            EnrollmentEvent::PointsReversed {
-                transaction_id,
-                reversed_transaction_id,
-                points,
-                shortfall,
-                from_pending,
-                lots_drawn,
-                lots_restored,
-                lifetime_delta,
-                reason,
-            } => json!({
-                "transactionId": transaction_id.to_string(),
-                "reversedTransactionId": reversed_transaction_id.to_string(),
-                "points": points,
-                "shortfall": shortfall,
-                "fromPending": from_pending,
-                "lotsTaken": lots(lots_drawn),
-                "lotsRestored": lots(lots_restored),
-                "lifetimeDelta": lifetime_delta,
-                "reason": reason,
-            }),
-            EnrollmentEvent::PointsExpired {
-                points,
-                lots: expired,
-            } => json!({"points": points, "lots": lots(expired)}),
-            EnrollmentEvent::TierUpgraded {
-                from,
-                to,
-                lifetime_points,
-            } => json!({"from": from, "to": to, "lifetimePoints": lifetime_points}),
-            EnrollmentEvent::TierDowngraded {
-                from,
-                to,
-                lifetime_points,
-            } => json!({"from": from, "to": to, "lifetimePoints": lifetime_points}),
-        },
+fn at(t: Option<Timestamp>) -> Option<Rfc3339> {
+    t.map(Rfc3339)
+}
+
+/// Lots drawn or restored: `[{expiresAt, points}]`.
+struct Lots<'a>(&'a [LotDraw]);
+
+impl Serialize for Lots<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Lot {
+            expires_at: Option<Rfc3339>,
+            points: i64,
+        }
+        serializer.collect_seq(self.0.iter().map(|l| Lot {
+            expires_at: at(l.expires_at),
+            points: l.points,
+        }))
+    }
+}
+
+/// The `data` of each event type.
+#[derive(Serialize)]
+#[serde(untagged, rename_all_fields = "camelCase")]
+enum Data<'a> {
+    BusinessCreated {
+        business_id: Uuid,
+        name: &'a str,
+    },
+    ApiKeyIssued {
+        key_id: Uuid,
+    },
+    Program(ProgramBody),
+    ProgramActivated {
+        program_id: Uuid,
+    },
+    Customer(CustomerBody),
+    Enrolled {
+        enrollment_id: Uuid,
+        customer_id: Uuid,
+        program_id: Uuid,
+        tier: Option<&'a str>,
+    },
+    PointsEarned {
+        transaction_id: Uuid,
+        points: i64,
+        amount: Option<i64>,
+        pending_until: Option<Rfc3339>,
+        expires_at: Option<Rfc3339>,
+        reason: Option<&'a str>,
+        reference: Option<&'a str>,
+    },
+    PointsMatured {
+        transaction_id: Uuid,
+        points: i64,
+        expires_at: Option<Rfc3339>,
+    },
+    PointsRedeemed {
+        transaction_id: Uuid,
+        points: i64,
+        lots: Lots<'a>,
+        reason: Option<&'a str>,
+        reference: Option<&'a str>,
+    },
+    PointsReversed {
+        transaction_id: Uuid,
+        reversed_transaction_id: Uuid,
+        points: i64,
+        shortfall: i64,
+        from_pending: i64,
+        lots_taken: Lots<'a>,
+        lots_restored: Lots<'a>,
+        lifetime_delta: i64,
+        reason: Option<&'a str>,
+    },
+    PointsExpired {
+        points: i64,
+        lots: Lots<'a>,
+    },
+    /// Upgrades and downgrades: `from` is null on a first tier, `to` on
+    /// falling below the lowest.
+    TierChanged {
+        from: Option<&'a str>,
+        to: Option<&'a str>,
+        lifetime_points: i64,
+    },
+}
+
+impl<'a> Data<'a> {
+    fn new(event: &'a DomainEvent) -> Self {
+        match event {
+            DomainEvent::Catalog(event) => match event {
+                CatalogEvent::BusinessCreated(b) => Data::BusinessCreated {
+                    business_id: b.business_id.0,
+                    name: &b.name,
+                },
+                CatalogEvent::ApiKeyIssued { key_id, .. } => Data::ApiKeyIssued { key_id: *key_id },
+                CatalogEvent::ProgramCreated(p) => Data::Program(ProgramBody::from(p)),
+                CatalogEvent::ProgramActivated { program_id, .. } => Data::ProgramActivated {
+                    program_id: program_id.0,
+                },
+                CatalogEvent::CustomerCreated(c) => Data::Customer(CustomerBody::from(c)),
+            },
+            DomainEvent::Enrollment(event) => match event {
+                EnrollmentEvent::Enrolled {
+                    enrollment_id,
+                    customer_id,
+                    program_id,
+                    tier,
+                    ..
+                } => Data::Enrolled {
+                    enrollment_id: enrollment_id.0,
+                    customer_id: customer_id.0,
+                    program_id: program_id.0,
+                    tier: tier.as_deref(),
+                },
+                EnrollmentEvent::PointsEarned {
+                    transaction_id,
+                    points,
+                    amount_minor,
+                    available_at,
+                    expires_at,
+                    reason,
+                    reference,
+                } => Data::PointsEarned {
+                    transaction_id: transaction_id.0,
+                    points: *points,
+                    amount: *amount_minor,
+                    pending_until: at(*available_at),
+                    expires_at: at(*expires_at),
+                    reason: reason.as_deref(),
+                    reference: reference.as_deref(),
+                },
+                EnrollmentEvent::PointsMatured {
+                    transaction_id,
+                    points,
+                    expires_at,
+                } => Data::PointsMatured {
+                    transaction_id: transaction_id.0,
+                    points: *points,
+                    expires_at: at(*expires_at),
+                },
+                EnrollmentEvent::PointsRedeemed {
+                    transaction_id,
+                    points,
+                    drawn,
+                    reason,
+                    reference,
+                } => Data::PointsRedeemed {
+                    transaction_id: transaction_id.0,
+                    points: *points,
+                    lots: Lots(drawn),
+                    reason: reason.as_deref(),
+                    reference: reference.as_deref(),
+                },
+                EnrollmentEvent::PointsReversed {
+                    transaction_id,
+                    reversed_transaction_id,
+                    points,
+                    shortfall,
+                    from_pending,
+                    lots_drawn,
+                    lots_restored,
+                    lifetime_delta,
+                    reason,
+                } => Data::PointsReversed {
+                    transaction_id: transaction_id.0,
+                    reversed_transaction_id: reversed_transaction_id.0,
+                    points: *points,
+                    shortfall: *shortfall,
+                    from_pending: *from_pending,
+                    lots_taken: Lots(lots_drawn),
+                    lots_restored: Lots(lots_restored),
+                    lifetime_delta: *lifetime_delta,
+                    reason: reason.as_deref(),
+                },
+                EnrollmentEvent::PointsExpired { points, lots } => Data::PointsExpired {
+                    points: *points,
+                    lots: Lots(lots),
+                },
+                EnrollmentEvent::TierUpgraded {
+                    from,
+                    to,
+                    lifetime_points,
+                } => Data::TierChanged {
+                    from: from.as_deref(),
+                    to: Some(to),
+                    lifetime_points: *lifetime_points,
+                },
+                EnrollmentEvent::TierDowngraded {
+                    from,
+                    to,
+                    lifetime_points,
+                } => Data::TierChanged {
+                    from: Some(from),
+                    to: to.as_deref(),
+                    lifetime_points: *lifetime_points,
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loyalty_engine::catalog::Business;
+    use loyalty_engine::{BusinessId, CustomerId, EnrollmentId, EventId, ProgramId, TransactionId};
+    use serde_json::json;
+
+    const T0: i64 = 1_700_000_000_123;
+    const T0_TEXT: &str = "2023-11-14T22:13:20.123Z";
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn record(event: DomainEvent) -> LogRecord {
+        LogRecord {
+            aggregate_id: id(1),
+            version: 7,
+            event_id: EventId(id(2)),
+            business_id: BusinessId(id(3)),
+            recorded_at: Timestamp(T0),
+            event,
+        }
+    }
+
+    /// The whole envelope, and each event type's `data`, exactly as the
+    /// contract spells them (null fields included).
+    #[test]
+    fn every_event_type_has_the_contracts_shape() {
+        let lot = |expires: Option<i64>, points| LotDraw {
+            expires_at: expires.map(Timestamp),
+            points,
+        };
+        let tx = TransactionId(id(10));
+        let cases: Vec<(DomainEvent, Value)> = vec![
+            (
+                DomainEvent::Catalog(CatalogEvent::BusinessCreated(Business {
+                    business_id: BusinessId(id(3)),
+                    name: "Shop".into(),
+                    created_at: Timestamp(T0),
+                })),
+                json!({"businessId": id(3).to_string(), "name": "Shop"}),
+            ),
+            (
+                DomainEvent::Catalog(CatalogEvent::ApiKeyIssued {
+                    business_id: BusinessId(id(3)),
+                    key_id: id(4),
+                    key_sha256: [0; 32],
+                }),
+                json!({"keyId": id(4).to_string()}),
+            ),
+            (
+                DomainEvent::Catalog(CatalogEvent::ProgramActivated {
+                    program_id: ProgramId(id(5)),
+                    business_id: BusinessId(id(3)),
+                }),
+                json!({"programId": id(5).to_string()}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::Enrolled {
+                    enrollment_id: EnrollmentId(id(1)),
+                    business_id: BusinessId(id(3)),
+                    customer_id: CustomerId(id(6)),
+                    program_id: ProgramId(id(5)),
+                    tier: None,
+                }),
+                json!({"enrollmentId": id(1).to_string(), "customerId": id(6).to_string(),
+                       "programId": id(5).to_string(), "tier": null}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::PointsEarned {
+                    transaction_id: tx,
+                    points: 120,
+                    amount_minor: Some(1_200),
+                    available_at: None,
+                    expires_at: Some(Timestamp(T0)),
+                    reason: None,
+                    reference: Some("till 4".into()),
+                }),
+                json!({"transactionId": id(10).to_string(), "points": 120, "amount": 1200,
+                       "pendingUntil": null, "expiresAt": T0_TEXT, "reason": null,
+                       "reference": "till 4"}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::PointsMatured {
+                    transaction_id: tx,
+                    points: 120,
+                    expires_at: None,
+                }),
+                json!({"transactionId": id(10).to_string(), "points": 120, "expiresAt": null}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::PointsRedeemed {
+                    transaction_id: tx,
+                    points: 50,
+                    drawn: vec![lot(Some(T0), 30), lot(None, 20)],
+                    reason: Some("coffee".into()),
+                    reference: None,
+                }),
+                json!({"transactionId": id(10).to_string(), "points": 50,
+                       "lots": [{"expiresAt": T0_TEXT, "points": 30}, {"expiresAt": null, "points": 20}],
+                       "reason": "coffee", "reference": null}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::PointsReversed {
+                    transaction_id: tx,
+                    reversed_transaction_id: TransactionId(id(11)),
+                    points: 40,
+                    shortfall: 5,
+                    from_pending: 10,
+                    lots_drawn: vec![lot(None, 25)],
+                    lots_restored: vec![],
+                    lifetime_delta: -40,
+                    reason: None,
+                }),
+                json!({"transactionId": id(10).to_string(),
+                       "reversedTransactionId": id(11).to_string(), "points": 40,
+                       "shortfall": 5, "fromPending": 10,
+                       "lotsTaken": [{"expiresAt": null, "points": 25}], "lotsRestored": [],
+                       "lifetimeDelta": -40, "reason": null}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::PointsExpired {
+                    points: 30,
+                    lots: vec![lot(Some(T0), 30)],
+                }),
+                json!({"points": 30, "lots": [{"expiresAt": T0_TEXT, "points": 30}]}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::TierUpgraded {
+                    from: None,
+                    to: "gold".into(),
+                    lifetime_points: 1_000,
+                }),
+                json!({"from": null, "to": "gold", "lifetimePoints": 1000}),
+            ),
+            (
+                DomainEvent::Enrollment(EnrollmentEvent::TierDowngraded {
+                    from: "gold".into(),
+                    to: None,
+                    lifetime_points: 900,
+                }),
+                json!({"from": "gold", "to": null, "lifetimePoints": 900}),
+            ),
+        ];
+        for (event, data) in cases {
+            let record = record(event);
+            let expected = json!({
+                "eventId": id(2).to_string(),
+                "eventType": record.event.event_type(),
+                "version": 7,
+                "timestamp": T0_TEXT,
+                "aggregateId": id(1).to_string(),
+                "businessId": id(3).to_string(),
+                "sequence": 42,
+                "data": data,
+            });
+            assert_eq!(event_json(42, &record), expected);
+            // The bytes the publisher sends parse to the same value.
+            let bytes = serde_json::to_vec(&EventJson::new(42, &record)).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
-use crate::events::event_json;
+use crate::events::EventJson;
 use crate::metrics::Metrics;
 use crate::ops::Ops;
 use crate::wire;
@@ -347,7 +347,7 @@ async fn publish(
                 let mut headers = HeaderMap::new();
                 headers.insert("Nats-Msg-Id", record.event_id.to_string().as_str());
                 let payload = Bytes::from(
-                    serde_json::to_vec(&event_json(*seq, record)).expect("events serialize"),
+                    serde_json::to_vec(&EventJson::new(*seq, record)).expect("events serialize"),
                 );
                 if client
                     .publish_with_headers(subject, headers, payload)
