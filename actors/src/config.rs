@@ -33,6 +33,13 @@ pub struct EngineConfig {
     /// Events in one write batch (one fsync).
     pub commit_batch_events_max: usize,
     pub durability: Durability,
+    /// Called on a shard's thread after a tick passivated actors, so the
+    /// process allocator gives their memory back to the operating system
+    /// now. Allocators such as mimalloc return freed pages lazily, on later
+    /// allocations, which a quiet engine does not make; the `loyalty`
+    /// binary sets this to mimalloc's collect. `None`: left to the
+    /// allocator.
+    pub release_memory: Option<fn()>,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +55,7 @@ impl Default for EngineConfig {
             commit_queue_max: 65_536,
             commit_batch_events_max: 16_384,
             durability: Durability::Fsync,
+            release_memory: None,
         }
     }
 }

@@ -140,6 +140,11 @@ impl Shard {
         if self.idle_deadlines.capacity() > 4 * self.idle_deadlines.len() + 1024 {
             self.idle_deadlines.shrink_to(2 * self.idle_deadlines.len());
         }
+        if gone > 0 {
+            if let Some(release) = rt.config.release_memory {
+                release();
+            }
+        }
     }
 }
 

@@ -211,12 +211,21 @@ async fn another_business_cannot_reach_an_enrollment() {
     engine.shutdown();
 }
 
+/// Calls of the engine's release-memory hook (only the passivation test
+/// sets it).
+static MEMORY_RELEASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_memory_release() {
+    MEMORY_RELEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[actix_rt::test]
 async fn idle_enrollments_leave_memory_and_come_back_intact() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         passivate_after: Duration::from_millis(100),
         tick_interval: Duration::from_millis(20),
+        release_memory: Some(count_memory_release),
         ..config()
     };
     let engine = start(dir.path(), config, Arc::new(ManualClock::new(T0)));
@@ -239,6 +248,8 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+    // The allocator was asked to give the freed memory back.
+    assert!(MEMORY_RELEASES.load(std::sync::atomic::Ordering::Relaxed) > 0);
     // Passivation wrote a snapshot of each.
     for e in &enrollments {
         assert!(engine.store().snapshot(e.enrollment_id).unwrap().is_some());

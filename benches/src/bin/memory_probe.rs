@@ -84,6 +84,14 @@ struct Args {
     json_out: Option<std::path::PathBuf>,
 }
 
+/// The engine's hook after passivation, as the `loyalty` binary sets it:
+/// mimalloc purges the freed pages now.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called on any
+    // thread at any time; it only frees memory no allocation holds.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -118,6 +126,8 @@ fn main() -> Result<(), fixture::FixtureError> {
         let config = EngineConfig {
             passivate_after: Duration::from_secs(args.passivate_after_s),
             tick_interval: Duration::from_millis(250),
+            // As `loyalty serve` sets it.
+            release_memory: Some(release_freed_memory),
             ..EngineConfig::default()
         };
         let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
