@@ -11,7 +11,7 @@
 //! CPU under load). The HTTP pages use [`event_json`], the same shape as a
 //! `Value`.
 
-use crate::wire::{rfc3339, CustomerBody, ProgramBody};
+use crate::wire::{CustomerBody, ProgramBody, Rfc3339};
 use loyalty_engine::catalog::CatalogEvent;
 use loyalty_engine::enrollment::{EnrollmentEvent, LotDraw};
 use loyalty_engine::{DomainEvent, Timestamp};
@@ -53,15 +53,6 @@ impl<'a> EventJson<'a> {
 /// chunks read from the log).
 pub fn event_json(sequence: u64, record: &LogRecord) -> Value {
     serde_json::to_value(EventJson::new(sequence, record)).expect("events serialize")
-}
-
-/// A timestamp as RFC 3339 UTC with milliseconds.
-struct Rfc3339(Timestamp);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&rfc3339(self.0))
-    }
 }
 
 fn at(t: Option<Timestamp>) -> Option<Rfc3339> {

@@ -48,7 +48,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("application/json")
-        .body(serde_json::to_vec(value).expect("answers serialize"))
+        .body(wire::encode(value))
 }
 
 fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {

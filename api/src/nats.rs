@@ -215,7 +215,7 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
 }
 
 fn to_json<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).expect("answers serialize"))
+    Bytes::from(wire::encode(value))
 }
 
 /// Decodes one request and runs it through [`Ops`]: the same path as HTTP.
@@ -346,9 +346,7 @@ async fn publish(
                 );
                 let mut headers = HeaderMap::new();
                 headers.insert("Nats-Msg-Id", record.event_id.to_string().as_str());
-                let payload = Bytes::from(
-                    serde_json::to_vec(&EventJson::new(*seq, record)).expect("events serialize"),
-                );
+                let payload = Bytes::from(wire::encode(&EventJson::new(*seq, record)));
                 if client
                     .publish_with_headers(subject, headers, payload)
                     .await

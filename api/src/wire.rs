@@ -22,6 +22,18 @@ pub const PAGE_ITEMS_MAX: usize = 500;
 /// Page size when none is asked for.
 pub const PAGE_ITEMS_DEFAULT: usize = 50;
 
+/// Bytes reserved up front for an encoded answer or event: most fit (an
+/// earn's answer is about 250 bytes, an earned event about 450), so the
+/// buffer is not regrown and copied several times on the way.
+const ENCODE_BYTES_RESERVED: usize = 512;
+
+/// Encodes an answer or event as JSON.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENCODE_BYTES_RESERVED);
+    serde_json::to_writer(&mut out, value).expect("answers and events serialize");
+    out
+}
+
 /// Decodes a JSON body strictly, naming the field at fault.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -304,26 +316,45 @@ impl TransactionBody {
 
 /// Formats milliseconds since the epoch as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(at: Timestamp) -> String {
-    let ms = at.0.rem_euclid(1_000);
-    let secs = at.0.div_euclid(1_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    Rfc3339(at).to_string()
+}
+
+/// A timestamp shown as RFC 3339 UTC with milliseconds; serializes as that
+/// string, written straight into the output.
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub Timestamp);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self.0;
+        let ms = at.0.rem_euclid(1_000);
+        let secs = at.0.div_euclid(1_000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3_600,
+            rem % 3_600 / 60,
+            rem % 60
+        )
+    }
 }
 
 #[cfg(test)]
