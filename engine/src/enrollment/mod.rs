@@ -157,11 +157,7 @@ fn decide_on(
     let mut shortfall = 0;
     let mut points = 0;
     if let Some((request, transaction_id)) = request {
-        if next
-            .recent
-            .iter()
-            .any(|t| t.transaction_id == transaction_id)
-        {
+        if next.remembers(transaction_id) {
             return Err(DomainError::invalid("transactionId", "already used"));
         }
         event_index = Some(events.len());

@@ -39,6 +39,22 @@ pub struct ReversibleTransaction {
     pub kind: ReversibleKind,
 }
 
+/// An upper bound of the transaction ids an enrollment remembers, so that a
+/// new id above it is known to be unused without looking through all of
+/// `recent` (up to 256 entries, a cache miss each: the largest cost of a
+/// decision before). A cache, not state: snapshots skip it, comparisons
+/// ignore it, and it is worked out from `recent` when first needed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NewestTransactionId(pub(crate) Option<TransactionId>);
+
+impl PartialEq for NewestTransactionId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for NewestTransactionId {}
+
 /// One customer in one program.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
@@ -64,6 +80,9 @@ pub struct Enrollment {
     pub recent: VecDeque<ReversibleTransaction>,
     /// Number of events applied; the version of the first event is 1.
     pub version: u64,
+    /// Not stored: see [`NewestTransactionId`].
+    #[serde(skip)]
+    pub(crate) newest_transaction_id: NewestTransactionId,
 }
 
 /// What a balance query answers.
@@ -107,6 +126,7 @@ impl Enrollment {
             pending: Vec::new(),
             recent: VecDeque::new(),
             version: 1,
+            newest_transaction_id: NewestTransactionId::default(),
         }
     }
 
@@ -263,6 +283,11 @@ impl Enrollment {
     /// until it matures (so `recent` holds at most the cap plus
     /// `PENDING_LOTS_MAX` entries).
     fn remember(&mut self, transaction: ReversibleTransaction) {
+        // Unknown stays unknown: it is worked out from `recent`, which will
+        // hold this one.
+        if let Some(newest) = &mut self.newest_transaction_id.0 {
+            *newest = (*newest).max(transaction.transaction_id);
+        }
         self.recent.push_back(transaction);
         while self.recent.len() > REVERSIBLE_TRANSACTIONS_MAX {
             let pending = &self.pending;
@@ -276,6 +301,25 @@ impl Enrollment {
                 }
                 None => break,
             }
+        }
+    }
+
+    /// Whether `id` belongs to a remembered transaction. Engine-made ids
+    /// grow with time, so a new one is above every remembered id and the
+    /// answer costs one comparison; only an id at or below the newest is
+    /// looked for in `recent`.
+    pub(crate) fn remembers(&mut self, id: TransactionId) -> bool {
+        let newest = match self.newest_transaction_id.0 {
+            Some(newest) => Some(newest),
+            None => {
+                let newest = self.recent.iter().map(|t| t.transaction_id).max();
+                self.newest_transaction_id.0 = newest;
+                newest
+            }
+        };
+        match newest {
+            Some(newest) if id <= newest => self.recent.iter().any(|t| t.transaction_id == id),
+            _ => false,
         }
     }
 

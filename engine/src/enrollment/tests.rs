@@ -204,6 +204,32 @@ fn a_transaction_id_cannot_be_used_twice() {
     );
 }
 
+/// The newest-id shortcut gives the answers of a full look through the
+/// remembered transactions: ids out of order, with the cache warm (kept
+/// by each decision) and cold (a state read back from a snapshot).
+#[test]
+fn used_transaction_ids_are_found_however_they_were_ordered() {
+    let g = given(rules())
+        .then_did(earn(5), 30, T0)
+        .then_did(earn(5), 10, T0)
+        .then_did(redeem(3), 20, T0);
+    let cold = {
+        let bytes = postcard::to_stdvec(&g.state).unwrap();
+        postcard::from_bytes::<Enrollment>(&bytes).unwrap()
+    };
+    assert_eq!(cold.newest_transaction_id.0, None);
+    assert_eq!(g.state.newest_transaction_id.0, Some(id(30)));
+    for state in [&g.state, &cold] {
+        for used in [10, 20, 30] {
+            let refused = decide(state, &g.rules, Some((&earn(1), id(used))), T0);
+            assert_eq!(refused.unwrap_err().field(), Some("transactionId"));
+        }
+        for unused in [5, 15, 25, 35] {
+            assert!(decide(state, &g.rules, Some((&earn(1), id(unused))), T0).is_ok());
+        }
+    }
+}
+
 #[test]
 fn earn_crossing_a_threshold_upgrades_the_tier() {
     let d = given(rules())
