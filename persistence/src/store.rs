@@ -9,7 +9,7 @@ use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Direction,
-    IteratorMode, MemtableFactory, Options, SliceTransform, WriteBatch, WriteOptions, DB,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,10 +86,6 @@ pub struct Store {
 /// The data directory format this build writes.
 pub const DATA_FORMAT: u32 = 1;
 
-/// Hash buckets of the hashed memtables (8 bytes each, per memtable):
-/// enough that a memtable's worth of enrollments share few buckets.
-const HASH_MEMTABLE_BUCKETS: usize = 1 << 18;
-
 impl Store {
     /// Opens (or creates) a data directory and checks it before anything is
     /// served. Damage refuses with [`StoreError::Corrupt`] naming where.
@@ -114,9 +110,6 @@ impl Store {
         db_options.set_max_background_jobs(2);
         db_options.set_write_buffer_size(64 << 20);
         db_options.set_max_total_wal_size(1 << 30);
-        // The hash memtables below take no concurrent inserts; there is one
-        // writer anyway (the commit thread).
-        db_options.set_allow_concurrent_memtable_write(false);
         let descriptors = Cf::ALL.iter().map(|cf| {
             let mut cf_options = Options::default();
             let mut table = BlockBasedOptions::default();
@@ -132,20 +125,6 @@ impl Store {
                 // the memtable answers those without walking its skip list.
                 cf_options.set_memtable_prefix_bloom_ratio(0.05);
                 cf_options.set_memtable_whole_key_filtering(true);
-            }
-            if *cf == Cf::Idempotency || *cf == Cf::Aggregate {
-                // Keys start with the 16-byte aggregate id, and every read
-                // stays within one id (a point lookup, or a forward scan of
-                // one aggregate's versions). Each earn inserts one key here
-                // for a random enrollment, and in one skip list over the
-                // whole memtable that insert was the commit thread's largest
-                // cost; hashed by id, it lands in a short per-id list.
-                cf_options.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
-                cf_options.set_memtable_factory(MemtableFactory::HashSkipList {
-                    bucket_count: HASH_MEMTABLE_BUCKETS,
-                    height: 4,
-                    branching_factor: 4,
-                });
             }
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
         });
@@ -379,25 +358,26 @@ impl Store {
     }
 
     /// The newest version an aggregate has in the log, if any.
-    ///
-    /// A forward scan of the aggregate's index: the hashed memtable of that
-    /// column family cannot seek backwards. Only catalog aggregates
-    /// (businesses, programs, customers: a handful of versions each) ask.
     pub fn aggregate_version(&self, aggregate_id: Uuid) -> Result<Option<u64>, StoreError> {
         let id = aggregate_id.as_bytes();
-        let start = keys::aggregate_version(id, 0);
-        let mut newest = None;
-        for item in self.db.iterator_cf(
+        let end = keys::aggregate_version(id, u64::MAX);
+        let mut iter = self.db.iterator_cf(
             self.cf(Cf::Aggregate),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
-            let (key, _) = item?;
-            if key.len() != 24 || &key[..16] != id {
-                break;
+            IteratorMode::From(&end, Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item?;
+                if key.len() == 24 && &key[..16] == id {
+                    Ok(Some(u64::from_be_bytes(
+                        key[16..24].try_into().expect("8 bytes"),
+                    )))
+                } else {
+                    Ok(None)
+                }
             }
-            newest = Some(u64::from_be_bytes(key[16..24].try_into().expect("8 bytes")));
+            None => Ok(None),
         }
-        Ok(newest)
     }
 
     /// Rebuilds an enrollment from its snapshot and the events after it,
