@@ -13,6 +13,8 @@
 //!   event is durable; advances the cursor only after a flush succeeds. When
 //!   NATS is away it waits and resumes from the cursor, so nothing is lost;
 //!   repeats are possible only for the events published just before a crash.
+//!   It has a NATS connection of its own, so events never queue behind
+//!   replies; `/readyz` follows the service's connection.
 
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
@@ -105,46 +107,61 @@ async fn run(
     stopped: watch::Receiver<bool>,
 ) {
     {
-        let client = loop {
-            let flag = up.clone();
-            let connected = async_nats::ConnectOptions::new()
-                .name("loyalty-engine")
-                .retry_on_initial_connect()
-                .max_reconnects(None)
-                .event_callback(move |event| {
-                    let flag = flag.clone();
-                    async move {
-                        match event {
-                            async_nats::Event::Connected => {
-                                flag.store(true, Ordering::Release);
-                                info!("NATS connected");
-                            }
-                            async_nats::Event::Disconnected => {
-                                flag.store(false, Ordering::Release);
-                                warn!("NATS disconnected; serving HTTP, reconnecting");
-                            }
-                            other => info!(event = %other, "NATS event"),
-                        }
-                    }
-                })
-                .connect(url.as_str())
-                .await;
-            match connected {
-                Ok(client) => break client,
-                Err(err) => {
-                    warn!(cause = %err, %url, "cannot reach NATS; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
+        let client = connect(&url, "loyalty-engine", Some(up)).await;
+        // The publisher has a connection of its own: each async-nats
+        // connection is driven by one task, and sharing it would put every
+        // event behind the replies on that one task's writes.
+        let events = connect(&url, "loyalty-engine-events", None).await;
         let mut service = tokio::spawn(serve(client.clone(), ops.clone(), stopped.clone()));
-        publish(client, ops, metrics, stopped).await;
+        publish(events, ops, metrics, stopped).await;
         // The service sees the same stop signal and leaves its queue group.
         if tokio::time::timeout(Duration::from_secs(1), &mut service)
             .await
             .is_err()
         {
             service.abort();
+        }
+    }
+}
+
+/// Connects to NATS, retrying until it answers, with reconnects forever
+/// after that. `up`, when given, follows this connection's state (it is what
+/// `/readyz` reports).
+async fn connect(url: &str, name: &str, up: Option<Arc<AtomicBool>>) -> async_nats::Client {
+    loop {
+        let flag = up.clone();
+        let connected = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let flag = flag.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            if let Some(flag) = flag {
+                                flag.store(true, Ordering::Release);
+                                info!("NATS connected");
+                            }
+                        }
+                        async_nats::Event::Disconnected => {
+                            if let Some(flag) = flag {
+                                flag.store(false, Ordering::Release);
+                                warn!("NATS disconnected; serving HTTP, reconnecting");
+                            }
+                        }
+                        other => info!(event = %other, "NATS event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await;
+        match connected {
+            Ok(client) => return client,
+            Err(err) => {
+                warn!(cause = %err, %url, "cannot reach NATS; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
