@@ -33,13 +33,13 @@ pub struct EngineConfig {
     /// Events in one write batch (one fsync).
     pub commit_batch_events_max: usize,
     pub durability: Durability,
-    /// Called on a shard's thread after a tick passivated actors, so the
-    /// process allocator gives their memory back to the operating system
-    /// now. Allocators such as mimalloc return freed pages lazily, on later
-    /// allocations, which a quiet engine does not make; the `loyalty`
-    /// binary sets this to mimalloc's collect. `None`: left to the
-    /// allocator.
-    pub release_memory: Option<fn()>,
+    /// Called on a shard's thread after a tick passivated actors, with how
+    /// many, so the process allocator gives their memory back to the
+    /// operating system now. Allocators such as mimalloc return freed pages
+    /// lazily, on later allocations, which a quiet engine does not make; the
+    /// `loyalty` binary sets this to mimalloc's collect, forced after a mass
+    /// passivation. `None`: left to the allocator.
+    pub release_memory: Option<fn(passivated: u64)>,
 }
 
 impl Default for EngineConfig {

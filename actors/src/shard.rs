@@ -142,7 +142,7 @@ impl Shard {
         }
         if gone > 0 {
             if let Some(release) = rt.config.release_memory {
-                release();
+                release(gone);
             }
         }
     }
