@@ -206,19 +206,32 @@ impl EnrollmentActor {
                 if snapshot {
                     self.snapshot_queued = Some(version);
                 }
-                self.inflight.push_back(InflightVersion {
-                    version,
-                    view: self.state.view(),
-                    waiters: Vec::new(),
-                });
+                self.note_in_flight(version);
                 Ok(version)
             }
             Err(err) => {
-                tracing::error!(enrollment = %self.id(), cause = %err, "a decision applied in memory could not be queued for commit; this enrollment stops answering");
-                self.broken = Some(Box::new(err.clone()));
+                self.stop_answering(&err);
                 Err(err)
             }
         }
+    }
+
+    /// Notes that `version`, the current state, is queued for commit: its
+    /// waiters gather here until [`Self::on_durable`] reaches it.
+    fn note_in_flight(&mut self, version: u64) {
+        self.inflight.push_back(InflightVersion {
+            version,
+            view: self.state.view(),
+            waiters: Vec::new(),
+        });
+    }
+
+    /// A decision applied in memory could not be queued for commit: the
+    /// state is ahead of anything the disk will have, so this actor never
+    /// answers again.
+    fn stop_answering(&mut self, err: &EngineError) {
+        tracing::error!(enrollment = %self.id(), cause = %err, "a decision applied in memory could not be queued for commit; this enrollment stops answering");
+        self.broken = Some(Box::new(err.clone()));
     }
 
     /// A commit covering versions up to `version` finished.
@@ -349,11 +362,16 @@ impl EnrollmentActor {
             answer,
             recorded_at: now,
         };
-        let put = Store::idempotency_put(self.id(), key.as_str(), &record);
-        let committed = put
-            .map_err(EngineError::from)
-            .and_then(|put| self.commit_applied(rt, place, before, &records, vec![put], shard));
-        match committed {
+        let put = match Store::idempotency_put(self.id(), key.as_str(), &record) {
+            Ok(put) => put,
+            Err(err) => {
+                let err = EngineError::from(err);
+                self.stop_answering(&err);
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        match self.commit_applied(rt, place, before, &records, vec![put], shard) {
             Ok(version) => {
                 let IdempotencyRecord {
                     request, answer, ..
@@ -368,12 +386,7 @@ impl EnrollmentActor {
                 );
                 self.when_durable(version, Waiter::Answer(answer, reply));
             }
-            Err(err) => {
-                if self.broken.is_none() {
-                    self.broken = Some(Box::new(err.clone()));
-                }
-                drop(reply.send(Err(err)));
-            }
+            Err(err) => drop(reply.send(Err(err))),
         }
     }
 
@@ -451,11 +464,7 @@ impl EnrollmentActor {
             match queued {
                 Ok(()) => {
                     self.snapshot_queued = Some(version);
-                    self.inflight.push_back(InflightVersion {
-                        version,
-                        view: self.state.view(),
-                        waiters: Vec::new(),
-                    });
+                    self.note_in_flight(version);
                 }
                 Err(err) => {
                     tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")
