@@ -130,27 +130,29 @@ async fn run(
 async fn connect(url: &str, name: &str, up: Option<Arc<AtomicBool>>) -> async_nats::Client {
     loop {
         let flag = up.clone();
+        let connection = name.to_owned();
         let connected = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(move |event| {
                 let flag = flag.clone();
+                let connection = connection.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             if let Some(flag) = flag {
                                 flag.store(true, Ordering::Release);
-                                info!("NATS connected");
                             }
+                            info!(%connection, "NATS connected");
                         }
                         async_nats::Event::Disconnected => {
                             if let Some(flag) = flag {
                                 flag.store(false, Ordering::Release);
-                                warn!("NATS disconnected; serving HTTP, reconnecting");
                             }
+                            warn!(%connection, "NATS disconnected; serving HTTP, reconnecting");
                         }
-                        other => info!(event = %other, "NATS event"),
+                        other => info!(%connection, event = %other, "NATS event"),
                     }
                 }
             })
