@@ -23,8 +23,10 @@ use loyalty_engine::enrollment::{
 use loyalty_engine::idempotency::{self, IdempotencyKey};
 use loyalty_engine::program::Program;
 use loyalty_engine::{BusinessId, DomainEvent, EnrollmentId, EventId, Timestamp, TransactionId};
-use loyalty_persistence::{CommitGroup, IdempotencyRecord, LogRecord, Put, Store, StoredAnswer};
-use std::collections::{HashMap, VecDeque};
+use loyalty_persistence::{
+    CommitGroup, IdempotencyRecord, KeyDigests, LogRecord, Put, Store, StoredAnswer,
+};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -64,12 +66,13 @@ enum Waiter {
 }
 
 impl Waiter {
-    fn resolve(self, view: &BalanceView) {
+    /// Answers, now that the version with `figures` is durable.
+    fn resolve(self, figures: &Figures, state: &Enrollment) {
         // A caller that stopped waiting is not an error.
         match self {
             Waiter::Answer(answer, reply) => drop(reply.send(Ok(answer))),
             Waiter::Refusal(err, reply) => drop(reply.send(Err(err))),
-            Waiter::View(reply) => drop(reply.send(Ok(view.clone()))),
+            Waiter::View(reply) => drop(reply.send(Ok(figures.view(state)))),
         }
     }
 
@@ -81,10 +84,48 @@ impl Waiter {
     }
 }
 
+/// What a balance query answers of one version, less the ids the state
+/// holds anyway: keeping whole views cost 64 bytes of ids per active
+/// enrollment, and per version in flight.
+#[derive(Clone, Debug)]
+struct Figures {
+    version: u64,
+    balance: i64,
+    pending: i64,
+    lifetime_points: i64,
+    tier: Option<String>,
+}
+
+impl Figures {
+    fn of(state: &Enrollment) -> Self {
+        Figures {
+            version: state.version,
+            balance: state.points_available,
+            pending: state.points_pending,
+            lifetime_points: state.points_lifetime,
+            tier: state.tier.clone(),
+        }
+    }
+
+    /// The view these figures are of; the ids never change.
+    fn view(&self, state: &Enrollment) -> BalanceView {
+        BalanceView {
+            enrollment_id: state.enrollment_id,
+            business_id: state.business_id,
+            customer_id: state.customer_id,
+            program_id: state.program_id,
+            balance: self.balance,
+            pending: self.pending,
+            lifetime_points: self.lifetime_points,
+            tier: self.tier.clone(),
+            version: self.version,
+        }
+    }
+}
+
 /// A version applied in memory, waiting for its fsync.
 struct InflightVersion {
-    version: u64,
-    view: BalanceView,
+    figures: Figures,
     waiters: Vec<Waiter>,
 }
 
@@ -100,12 +141,18 @@ pub(crate) struct EnrollmentActor {
     program: Arc<Program>,
     /// The newest state, including versions not yet durable.
     state: Enrollment,
-    /// The view at the newest durable version: what queries answer.
-    durable: BalanceView,
+    /// The newest durable version's figures: what queries answer.
+    durable: Figures,
     /// Versions applied but not yet durable, oldest first. Empty (and
     /// holding no allocation) whenever the actor is idle.
     inflight: VecDeque<InflightVersion>,
-    inflight_keys: HashMap<String, InflightKey>,
+    /// Keys of versions in flight, oldest first. Searched only for a key
+    /// whose digest is known (a repeat), so a list: it holds a handful of
+    /// keys at most moments, and costs 24 bytes per actor, not a map's 48.
+    inflight_keys: Vec<(String, InflightKey)>,
+    /// Digests of every idempotency key with a record or in flight: a key
+    /// not in here is new without asking the store.
+    keys: KeyDigests,
     /// Version of the newest durable snapshot (0: none).
     snapshot_version: u64,
     /// A snapshot queued for commit but not durable yet.
@@ -127,14 +174,22 @@ pub(crate) enum IdleStep {
 }
 
 impl EnrollmentActor {
-    pub(crate) fn new(program: Arc<Program>, state: Enrollment, snapshot_version: u64) -> Self {
-        let durable = state.view();
+    /// `keys` must cover every idempotency key of the enrollment with a
+    /// record in the store.
+    pub(crate) fn new(
+        program: Arc<Program>,
+        state: Enrollment,
+        snapshot_version: u64,
+        keys: KeyDigests,
+    ) -> Self {
+        let durable = Figures::of(&state);
         EnrollmentActor {
             program,
             state,
             durable,
             inflight: VecDeque::new(),
-            inflight_keys: HashMap::new(),
+            inflight_keys: Vec::new(),
+            keys,
             snapshot_version,
             snapshot_queued: None,
             last_used: Instant::now(),
@@ -192,7 +247,7 @@ impl EnrollmentActor {
             let every = rt.config.snapshot_every_events.max(1);
             let snapshot = version / every != before / every;
             if snapshot {
-                puts.push(Store::snapshot_put(&self.state)?);
+                puts.push(Store::snapshot_put(&self.state, Some(&self.keys))?);
             }
             let events = records
                 .iter()
@@ -206,7 +261,7 @@ impl EnrollmentActor {
                 if snapshot {
                     self.snapshot_queued = Some(version);
                 }
-                self.note_in_flight(version);
+                self.note_in_flight();
                 Ok(version)
             }
             Err(err) => {
@@ -216,12 +271,11 @@ impl EnrollmentActor {
         }
     }
 
-    /// Notes that `version`, the current state, is queued for commit: its
+    /// Notes that the current state's version is queued for commit: its
     /// waiters gather here until [`Self::on_durable`] reaches it.
-    fn note_in_flight(&mut self, version: u64) {
+    fn note_in_flight(&mut self) {
         self.inflight.push_back(InflightVersion {
-            version,
-            view: self.state.view(),
+            figures: Figures::of(&self.state),
             waiters: Vec::new(),
         });
     }
@@ -243,23 +297,27 @@ impl EnrollmentActor {
                     waiter.fail(err.clone());
                 }
             }
-            self.inflight_keys = HashMap::new();
+            self.inflight_keys = Vec::new();
             return;
         }
-        while self.inflight.front().is_some_and(|e| e.version <= version) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|e| e.figures.version <= version)
+        {
             let entry = self.inflight.pop_front().expect("checked non-empty");
             for waiter in entry.waiters {
-                waiter.resolve(&entry.view);
+                waiter.resolve(&entry.figures, &self.state);
             }
-            self.durable = entry.view;
+            self.durable = entry.figures;
         }
-        self.inflight_keys.retain(|_, k| k.version > version);
+        self.inflight_keys.retain(|(_, k)| k.version > version);
         if self.inflight.is_empty() {
             // Give the buffers back: most active enrollments are idle, and
             // an idle one should hold only its state (the memory target is
             // per active enrollment).
             self.inflight = VecDeque::new();
-            self.inflight_keys = HashMap::new();
+            self.inflight_keys = Vec::new();
         }
         if let Some(queued) = self.snapshot_queued.filter(|v| *v <= version) {
             self.snapshot_version = queued;
@@ -270,10 +328,14 @@ impl EnrollmentActor {
     /// Answers `waiter` once `version` is durable (at once if it is).
     fn when_durable(&mut self, version: u64, waiter: Waiter) {
         if version <= self.durable.version {
-            waiter.resolve(&self.durable);
+            waiter.resolve(&self.durable, &self.state);
             return;
         }
-        match self.inflight.iter_mut().find(|e| e.version >= version) {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|e| e.figures.version >= version)
+        {
             Some(entry) => entry.waiters.push(waiter),
             None => waiter.fail(EngineError::Stopped(
                 "version is neither durable nor in flight".into(),
@@ -300,30 +362,36 @@ impl EnrollmentActor {
             return;
         }
         // The same key seen before: the first answer again, or a conflict.
-        if let Some(first) = self.inflight_keys.get(key.as_str()) {
-            match idempotency::replay(&first.request, &first.answer, &request) {
-                Ok(answer) => {
-                    let (answer, version) = (answer.clone(), first.version);
-                    self.when_durable(version, Waiter::Answer(answer, reply));
+        // Most keys are new, and their digest says so without a look.
+        let digest = KeyDigests::digest(key.as_str());
+        if self.keys.may_contain(digest) {
+            let in_flight = self.inflight_keys.iter().find(|(k, _)| k == key.as_str());
+            if let Some((_, first)) = in_flight {
+                match idempotency::replay(&first.request, &first.answer, &request) {
+                    Ok(answer) => {
+                        let (answer, version) = (answer.clone(), first.version);
+                        self.when_durable(version, Waiter::Answer(answer, reply));
+                    }
+                    Err(err) => {
+                        let version = self.state.version;
+                        self.when_durable(version, Waiter::Refusal(err.into(), reply));
+                    }
                 }
+                return;
+            }
+            match rt.store.idempotency(self.id(), key.as_str()) {
                 Err(err) => {
-                    let version = self.state.version;
-                    self.when_durable(version, Waiter::Refusal(err.into(), reply));
+                    let _ = reply.send(Err(err.into()));
+                    return;
                 }
+                Ok(Some(first)) => {
+                    let answer =
+                        idempotency::replay(&first.request, &first.answer, &request).cloned();
+                    let _ = reply.send(answer.map_err(EngineError::from));
+                    return;
+                }
+                Ok(None) => {}
             }
-            return;
-        }
-        match rt.store.idempotency(self.id(), key.as_str()) {
-            Err(err) => {
-                let _ = reply.send(Err(err.into()));
-                return;
-            }
-            Ok(Some(first)) => {
-                let answer = idempotency::replay(&first.request, &first.answer, &request).cloned();
-                let _ = reply.send(answer.map_err(EngineError::from));
-                return;
-            }
-            Ok(None) => {}
         }
         // A place in the commit queue first: the decision is applied to the
         // state in place, and must not be refused after that.
@@ -371,19 +439,22 @@ impl EnrollmentActor {
                 return;
             }
         };
+        // Before the commit is queued: a snapshot in the same group must
+        // count this key.
+        self.keys.insert(digest);
         match self.commit_applied(rt, place, before, &records, vec![put], shard) {
             Ok(version) => {
                 let IdempotencyRecord {
                     request, answer, ..
                 } = record;
-                self.inflight_keys.insert(
+                self.inflight_keys.push((
                     key.as_str().to_owned(),
                     InflightKey {
                         request,
                         answer: answer.clone(),
                         version,
                     },
-                );
+                ));
                 self.when_durable(version, Waiter::Answer(answer, reply));
             }
             Err(err) => drop(reply.send(Err(err))),
@@ -423,7 +494,7 @@ impl EnrollmentActor {
         }
         match self.settle_due(rt, shard) {
             Ok(Some(version)) => self.when_durable(version, Waiter::View(msg.reply)),
-            Ok(None) => drop(msg.reply.send(Ok(self.durable.clone()))),
+            Ok(None) => drop(msg.reply.send(Ok(self.durable.view(&self.state)))),
             Err(err) => drop(msg.reply.send(Err(err))),
         }
     }
@@ -448,7 +519,7 @@ impl EnrollmentActor {
         if self.snapshot_version < self.state.version {
             // Nothing changes in memory here, so a refusal only defers it.
             let version = self.state.version;
-            let queued = Store::snapshot_put(&self.state)
+            let queued = Store::snapshot_put(&self.state, Some(&self.keys))
                 .map_err(EngineError::from)
                 .and_then(|put| {
                     rt.committer.reserve()?.submit_for_shard(
@@ -464,7 +535,7 @@ impl EnrollmentActor {
             match queued {
                 Ok(()) => {
                     self.snapshot_queued = Some(version);
-                    self.note_in_flight(version);
+                    self.note_in_flight();
                 }
                 Err(err) => {
                     tracing::debug!(enrollment = %self.id(), cause = %err, "snapshot before passivation deferred")

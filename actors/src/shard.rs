@@ -18,6 +18,7 @@ use crate::error::EngineError;
 use crate::runtime::Runtime;
 use actix::prelude::*;
 use loyalty_engine::EnrollmentId;
+use loyalty_persistence::LoadedEnrollment;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,11 +66,23 @@ impl Shard {
         id: EnrollmentId,
     ) -> Result<(&mut EnrollmentActor, &Runtime), EngineError> {
         if !self.actors.contains_key(&id) {
-            let (state, snapshot_version) = self
+            let loaded = self
                 .rt
                 .store
                 .load_enrollment(id)?
                 .ok_or(EngineError::NotFound { what: "enrollment" })?;
+            let LoadedEnrollment {
+                state,
+                snapshot_version,
+                keys,
+            } = loaded;
+            // The snapshot's key digests if they cover everything, else
+            // read once from the store (after a crash, or on a snapshot
+            // from before digests).
+            let keys = match keys {
+                Some(keys) => keys,
+                None => self.rt.store.key_digests(id)?,
+            };
             let program = self.rt.programs.get(state.program_id).ok_or_else(|| {
                 EngineError::Storage(format!(
                     "program {} of enrollment {id} is missing",
@@ -78,7 +91,7 @@ impl Shard {
             })?;
             self.actors.insert(
                 id,
-                Box::new(EnrollmentActor::new(program, state, snapshot_version)),
+                Box::new(EnrollmentActor::new(program, state, snapshot_version, keys)),
             );
             self.idle_deadlines
                 .push_back((Instant::now() + self.rt.config.passivate_after, id));

@@ -13,7 +13,7 @@ use common::*;
 use loyalty_actors::{EngineError, SystemClock};
 use loyalty_engine::enrollment::EnrollmentEvent;
 use loyalty_engine::{BusinessId, DomainEvent, EnrollmentId, TransactionId};
-use loyalty_persistence::{Store, StoreOptions};
+use loyalty_persistence::{KeyDigests, Store, StoreOptions};
 use rand::Rng;
 use std::collections::HashMap;
 use std::io::Write;
@@ -173,7 +173,21 @@ fn reconcile(data: &Path, acks: &Path) {
     // the sum of the events all agree.
     let enrollments: std::collections::HashSet<_> = acks.iter().map(|a| a.enrollment).collect();
     for id in enrollments {
-        let (state, _) = store.load_enrollment(id).unwrap().unwrap();
+        let loaded = store.load_enrollment(id).unwrap().unwrap();
+        let state = loaded.state;
+        // Key digests kept in a snapshot must cover every key with a
+        // record, or an activation would take a repeated key for new.
+        if let Some(KeyDigests::Known(kept)) = &loaded.keys {
+            let KeyDigests::Known(stored) = store.key_digests(id).unwrap() else {
+                panic!("fewer keys than the bound in this test");
+            };
+            let missing: Vec<_> = stored.iter().filter(|d| !kept.contains(d)).collect();
+            assert!(
+                missing.is_empty(),
+                "the snapshot of {id} lacks the digests of {} stored keys",
+                missing.len()
+            );
+        }
         let history = store.aggregate_events(id.0, 1, u64::MAX).unwrap();
         let mut sum = 0;
         let mut replayed = None;

@@ -6,6 +6,7 @@ use common::*;
 use loyalty_actors::{EngineConfig, EngineError, ManualClock};
 use loyalty_engine::time::DAY_MS;
 use loyalty_engine::DomainEvent;
+use loyalty_persistence::KeyDigests;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,9 +256,14 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(released(), 20);
-    // Passivation wrote a snapshot of each.
+    // Passivation wrote a snapshot of each, with the digest of its key, so
+    // activation need not read the keys back.
     for e in &enrollments {
-        assert!(engine.store().snapshot(e.enrollment_id).unwrap().is_some());
+        let snapshot = engine.store().snapshot(e.enrollment_id).unwrap().unwrap();
+        assert_eq!(
+            snapshot.keys,
+            Some(KeyDigests::Known(vec![KeyDigests::digest("k")]))
+        );
     }
     for (i, e) in enrollments.iter().enumerate() {
         let view = engine.balance(business, e.enrollment_id).await.unwrap();
@@ -324,6 +330,12 @@ async fn snapshots_are_taken_every_n_events_and_restarts_use_them() {
         snapshot.version, 8,
         "versions 1..=11; the last multiple of 4 is 8"
     );
+    // The snapshot counts the keys of versions 2..=8, written in its group.
+    let mut kept = KeyDigests::none();
+    for i in 0..7 {
+        kept.insert(KeyDigests::digest(&format!("k{i}")));
+    }
+    assert_eq!(snapshot.keys, Some(kept));
     engine.shutdown();
     let engine = start(dir.path(), config, clock);
     assert_eq!(
@@ -334,6 +346,17 @@ async fn snapshots_are_taken_every_n_events_and_restarts_use_them() {
             .balance,
         100
     );
+    // Keys of the tail after the snapshot (read back from their records on
+    // activation) and of the snapshot are both still known.
+    for (k, first_balance) in [("k9", 100), ("k3", 40)] {
+        let again = engine
+            .transact(business, e.enrollment_id, key(k), earn(10))
+            .await
+            .unwrap();
+        assert_eq!(again.outcome.balance, first_balance, "{k}'s first answer");
+    }
+    let view = engine.balance(business, e.enrollment_id).await.unwrap();
+    assert_eq!(view.balance, 100, "a repeated key was applied again");
     engine.shutdown();
 }
 

@@ -21,7 +21,7 @@ use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
 use loyalty_engine::idempotency::IdempotencyKey;
 use loyalty_engine::program::ProgramRules;
 use loyalty_engine::*;
-use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreOptions, StoredAnswer};
+use loyalty_persistence::{CommitGroup, KeyDigests, LogRecord, Store, StoreOptions, StoredAnswer};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,15 +81,22 @@ fn domain(c: &mut Criterion) {
         b.iter(|| decide(black_box(&state), &rules, Some((&request, id)), now).unwrap())
     });
 
-    let snapshot = Store::snapshot_put(&state).unwrap();
+    // A snapshot with the digests of 32 keys, as an enrollment with a
+    // few weeks of purchases has.
+    let mut keys = KeyDigests::none();
+    for n in 0..32 {
+        keys.insert(KeyDigests::digest(&format!("till-4-receipt-{n}")));
+    }
+    let snapshot = Store::snapshot_put(&state, Some(&keys)).unwrap();
     c.bench_function("snapshot/encode", |b| {
-        b.iter(|| Store::snapshot_put(black_box(&state)).unwrap())
+        b.iter(|| Store::snapshot_put(black_box(&state), Some(&keys)).unwrap())
     });
     let value = snapshot.value.clone();
     c.bench_function("snapshot/decode", |b| {
         b.iter(|| {
             let record: loyalty_persistence::SnapshotRecord =
-                loyalty_persistence::envelope::decode(
+                loyalty_persistence::envelope::decode_as(
+                    loyalty_persistence::envelope::SNAPSHOT_FORMAT,
                     loyalty_persistence::envelope::Kind::Snapshot,
                     black_box(&value),
                     || "bench".into(),

@@ -285,7 +285,9 @@ pub fn populate(
         let before = state.version;
         *state = decision.state;
         if before / every != state.version / every {
-            puts.push(Store::snapshot_put(state)?);
+            // Without key digests: an activation reads them from the
+            // records, as after a crash.
+            puts.push(Store::snapshot_put(state, None)?);
         }
         w.add(&records, puts)?;
         if n % 1_000_000 == 0 {

@@ -8,12 +8,14 @@
 //!   this first to see what lives where.
 //! - [`records`]: what the values are ([`LogRecord`], snapshots,
 //!   idempotency records).
+//! - [`key_digests`]: how an active enrollment knows a key is new without
+//!   asking the store.
 //! - [`envelope`]: the versioned, checksummed frame around every value.
 //! - [`recovery`]: what start-up checks before the engine reports ready.
 //!
 //! # Durability
 //! A commit group is one RocksDB `WriteBatch` written with `sync = true`:
-//! the write-ahead log is fsync'd before [`Store::write_group`] returns, so
+//! the write-ahead log is fsync'd before [`Store::write`] returns, so
 //! a caller that answers only after it returns never acknowledges anything
 //! a crash can take back. The WAL is opened in "tolerate corrupted tail
 //! records" mode: a torn last write (which was never acknowledged, because
@@ -22,12 +24,16 @@
 
 pub mod envelope;
 pub mod error;
+pub mod key_digests;
 pub mod keys;
 pub mod records;
 pub mod recovery;
 pub mod store;
 
 pub use error::StoreError;
+pub use key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 pub use records::{ApiKeyRecord, IdempotencyRecord, LogRecord, SnapshotRecord, StoredAnswer};
 pub use recovery::RecoveryReport;
-pub use store::{CommitGroup, EncodedEvent, Put, Store, StoreOptions, VerifyOnOpen};
+pub use store::{
+    CommitGroup, EncodedEvent, LoadedEnrollment, Put, Store, StoreOptions, VerifyOnOpen,
+};

@@ -1,5 +1,6 @@
 //! The values stored in each column family.
 
+use crate::key_digests::KeyDigests;
 use loyalty_engine::enrollment::{Enrollment, Request, TransactionOutcome};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -20,11 +21,16 @@ pub struct LogRecord {
     pub event: DomainEvent,
 }
 
-/// An enrollment's state at a version, so activation replays only the tail.
+/// An enrollment's state at a version, so activation replays only the tail
+/// (envelope format [`SNAPSHOT_FORMAT`](crate::envelope::SNAPSHOT_FORMAT)).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub version: u64,
     pub state: Enrollment,
+    /// Digests of every idempotency key the enrollment had a record for at
+    /// `version`; `None` if the writer did not know them (a snapshot of
+    /// the first format, or one written in bulk by a tool).
+    pub keys: Option<KeyDigests>,
 }
 
 /// A snapshot to encode, borrowing the state: encodes to the same bytes as
@@ -33,6 +39,14 @@ pub struct SnapshotRecord {
 pub(crate) struct SnapshotRecordRef<'a> {
     pub version: u64,
     pub state: &'a Enrollment,
+    pub keys: Option<&'a KeyDigests>,
+}
+
+/// A snapshot of envelope format 1, before key digests: still read.
+#[derive(Deserialize)]
+pub(crate) struct SnapshotRecordV1 {
+    pub version: u64,
+    pub state: Enrollment,
 }
 
 /// What a transaction answered: kept with its idempotency key.

@@ -2,8 +2,11 @@
 
 use crate::envelope::{self, Kind};
 use crate::error::StoreError;
+use crate::key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 use crate::keys::{self, Cf};
-use crate::records::{IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef};
+use crate::records::{
+    IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef, SnapshotRecordV1,
+};
 use crate::recovery::{self, RecoveryReport};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId};
@@ -60,6 +63,17 @@ pub struct Put {
     pub cf: Cf,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+}
+
+/// An enrollment read back from its snapshot and the events after it.
+#[derive(Clone, Debug)]
+pub struct LoadedEnrollment {
+    pub state: Enrollment,
+    /// The snapshot's version (0 for none).
+    pub snapshot_version: u64,
+    /// The snapshot's key digests, if it had them and no event came after
+    /// it; otherwise [`Store::key_digests`] reads them.
+    pub keys: Option<KeyDigests>,
 }
 
 /// Everything one command makes durable, atomically.
@@ -380,20 +394,24 @@ impl Store {
         }
     }
 
-    /// Rebuilds an enrollment from its snapshot and the events after it,
-    /// with the snapshot's version (0 for none). `None` if the enrollment
-    /// has no history at all.
+    /// Rebuilds an enrollment from its snapshot and the events after it.
+    /// `None` if the enrollment has no history at all.
     pub fn load_enrollment(
         &self,
         id: EnrollmentId,
-    ) -> Result<Option<(Enrollment, u64)>, StoreError> {
+    ) -> Result<Option<LoadedEnrollment>, StoreError> {
         let snapshot = self.snapshot(id)?;
         let snapshot_version = snapshot.as_ref().map_or(0, |s| s.version);
-        let (mut state, from) = match snapshot {
-            Some(snapshot) => (Some(snapshot.state), snapshot.version + 1),
-            None => (None, 1),
+        let (mut state, mut keys, from) = match snapshot {
+            Some(snapshot) => (Some(snapshot.state), snapshot.keys, snapshot.version + 1),
+            None => (None, None, 1),
         };
-        for (seq, record) in self.aggregate_events(id.0, from, u64::MAX)? {
+        let tail = self.aggregate_events(id.0, from, u64::MAX)?;
+        if !tail.is_empty() {
+            // The tail's keys are not in the snapshot's digests.
+            keys = None;
+        }
+        for (seq, record) in tail {
             // Ids of programs, customers and businesses share the index: an
             // aggregate that starts with anything but an enrollment event
             // is simply not an enrollment.
@@ -429,7 +447,39 @@ impl Store {
                 Some(state) => state.apply(event, record.recorded_at),
             }
         }
-        Ok(state.map(|state| (state, snapshot_version)))
+        Ok(state.map(|state| LoadedEnrollment {
+            state,
+            snapshot_version,
+            keys,
+        }))
+    }
+
+    /// Digests of an enrollment's idempotency keys, read from their records
+    /// (for an activation whose snapshot does not have them). Reads at most
+    /// [`KEY_DIGESTS_MAX`] + 1 records.
+    pub fn key_digests(&self, id: EnrollmentId) -> Result<KeyDigests, StoreError> {
+        let prefix = id.as_bytes();
+        let mut digests = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(Cf::Idempotency),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (key, _) = item?;
+            let Some(key) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if digests.len() == KEY_DIGESTS_MAX {
+                return Ok(KeyDigests::TooMany);
+            }
+            let key = std::str::from_utf8(key).map_err(|_| StoreError::Corrupt {
+                what: format!("idempotency records of {id}"),
+                detail: "a key is not UTF-8".into(),
+            })?;
+            digests.push(KeyDigests::digest(key));
+        }
+        digests.sort_unstable();
+        digests.dedup();
+        Ok(KeyDigests::Known(digests))
     }
 
     /// The snapshot of an enrollment, checked on the way out.
@@ -440,8 +490,19 @@ impl Store {
         else {
             return Ok(None);
         };
-        let snapshot: SnapshotRecord =
-            envelope::decode(Kind::Snapshot, &bytes, || format!("snapshot of {id}"))?;
+        let what = || format!("snapshot of {id}");
+        let snapshot: SnapshotRecord = match envelope::format_of(&bytes) {
+            Some(envelope::FORMAT) => {
+                let old: SnapshotRecordV1 =
+                    envelope::decode_as(envelope::FORMAT, Kind::Snapshot, &bytes, what)?;
+                SnapshotRecord {
+                    version: old.version,
+                    state: old.state,
+                    keys: None,
+                }
+            }
+            _ => envelope::decode_as(envelope::SNAPSHOT_FORMAT, Kind::Snapshot, &bytes, what)?,
+        };
         // Pair assertion with `snapshot_put`: what was checked before it was
         // written is checked again after it is read.
         if snapshot.state.version != snapshot.version || snapshot.state.enrollment_id != id {
@@ -458,17 +519,20 @@ impl Store {
     }
 
     /// A snapshot write, to go into the same commit group as the events
-    /// that reach its version.
-    pub fn snapshot_put(state: &Enrollment) -> Result<Put, StoreError> {
+    /// that reach its version. `keys` must hold the digest of every key
+    /// with a record up to that version, including the ones written in the
+    /// same group; `None` when the writer does not know them.
+    pub fn snapshot_put(state: &Enrollment, keys: Option<&KeyDigests>) -> Result<Put, StoreError> {
         state.check_invariants();
         let record = SnapshotRecordRef {
             version: state.version,
             state,
+            keys,
         };
         Ok(Put {
             cf: Cf::Snapshot,
             key: state.enrollment_id.as_bytes().to_vec(),
-            value: envelope::encode(Kind::Snapshot, &record)?,
+            value: envelope::encode_as(envelope::SNAPSHOT_FORMAT, Kind::Snapshot, &record)?,
         })
     }
 

@@ -1,0 +1,168 @@
+//! Key digests in the store: what activation reads when a snapshot has
+//! none, what a snapshot keeps, and that a snapshot of the first format
+//! (without digests) is still read.
+
+use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
+use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent, Request, TransactionOutcome};
+use loyalty_engine::{
+    BusinessId, CustomerId, DomainEvent, EnrollmentId, EventId, ProgramId, Timestamp, TransactionId,
+};
+use loyalty_persistence::envelope::{self, Kind};
+use loyalty_persistence::keys::Cf;
+use loyalty_persistence::{
+    CommitGroup, IdempotencyRecord, KeyDigests, LogRecord, Put, Store, StoreOptions, StoredAnswer,
+    KEY_DIGESTS_MAX,
+};
+use uuid::Uuid;
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&StoreOptions::new(dir.path())).unwrap().0
+}
+
+fn enrolled(id: EnrollmentId) -> (Enrollment, LogRecord) {
+    let event = EnrollmentEvent::Enrolled {
+        enrollment_id: id,
+        business_id: BusinessId(Uuid::from_u128(1)),
+        customer_id: CustomerId(Uuid::from_u128(2)),
+        program_id: ProgramId(Uuid::from_u128(3)),
+        tier: None,
+    };
+    let record = LogRecord {
+        aggregate_id: id.0,
+        version: 1,
+        event_id: EventId(Uuid::now_v7()),
+        business_id: BusinessId(Uuid::from_u128(1)),
+        recorded_at: Timestamp(0),
+        event: DomainEvent::Enrollment(event.clone()),
+    };
+    (Enrollment::from_enrolled(&event, Timestamp(0)), record)
+}
+
+fn key_record(id: EnrollmentId, key: &str) -> Put {
+    let record = IdempotencyRecord {
+        request: Request::Earn(EarnPoints {
+            value: EarnValue::Points(10),
+            reason: None,
+            reference: None,
+        }),
+        answer: StoredAnswer {
+            outcome: TransactionOutcome {
+                transaction_id: TransactionId(Uuid::now_v7()),
+                points: 10,
+                shortfall: 0,
+                balance: 10,
+                pending: 0,
+                lifetime_points: 10,
+                tier: None,
+                version: 2,
+                event_index: 0,
+            },
+            event_id: EventId(Uuid::now_v7()),
+        },
+        recorded_at: Timestamp(0),
+    };
+    Store::idempotency_put(id, key, &record).unwrap()
+}
+
+fn write(store: &Store, events: Vec<LogRecord>, puts: Vec<Put>) {
+    let mut next = store.next_sequence().unwrap();
+    let events = events
+        .iter()
+        .map(|r| Store::encode_event(r).unwrap())
+        .collect();
+    let mut batch = store.batch();
+    store.add_group(&mut batch, &CommitGroup { events, puts }, &mut next);
+    store.write(batch, true).unwrap();
+}
+
+#[test]
+fn activation_reads_the_digests_of_its_own_keys_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Three enrollments with adjacent ids, so their keys are neighbours.
+    let ids: Vec<_> = (10..13u128)
+        .map(|n| EnrollmentId(Uuid::from_u128(n)))
+        .collect();
+    let mut puts = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for k in 0..=i {
+            puts.push(key_record(*id, &format!("key-{k}")));
+        }
+    }
+    write(&store, vec![enrolled(ids[0]).1], puts);
+    assert_eq!(store.key_digests(ids[0]).unwrap().len(), 1);
+    let middle = store.key_digests(ids[1]).unwrap();
+    assert_eq!(middle.len(), 2);
+    assert!(middle.may_contain(KeyDigests::digest("key-0")));
+    assert!(middle.may_contain(KeyDigests::digest("key-1")));
+    assert!(!middle.may_contain(KeyDigests::digest("key-2")));
+    assert_eq!(store.key_digests(ids[2]).unwrap().len(), 3);
+    let stranger = EnrollmentId(Uuid::from_u128(99));
+    assert_eq!(store.key_digests(stranger).unwrap(), KeyDigests::none());
+}
+
+#[test]
+fn past_the_bound_activation_gives_up_on_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = EnrollmentId(Uuid::from_u128(7));
+    let puts = (0..=KEY_DIGESTS_MAX)
+        .map(|k| key_record(id, &format!("k{k}")))
+        .collect();
+    write(&store, vec![], puts);
+    assert_eq!(store.key_digests(id).unwrap(), KeyDigests::TooMany);
+}
+
+#[test]
+fn a_snapshot_keeps_its_digests_until_an_event_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = EnrollmentId(Uuid::from_u128(5));
+    let (state, record) = enrolled(id);
+    let mut keys = KeyDigests::none();
+    keys.insert(KeyDigests::digest("till-1"));
+    let snapshot = Store::snapshot_put(&state, Some(&keys)).unwrap();
+    write(&store, vec![record], vec![snapshot]);
+    let loaded = store.load_enrollment(id).unwrap().unwrap();
+    assert_eq!((loaded.snapshot_version, loaded.keys), (1, Some(keys)));
+
+    // An event after the snapshot (as a crash leaves): its key is not in
+    // the snapshot's digests, so they are not offered.
+    let (_, mut later) = enrolled(id);
+    later.version = 2;
+    later.event = DomainEvent::Enrollment(EnrollmentEvent::PointsEarned {
+        transaction_id: TransactionId(Uuid::now_v7()),
+        points: 5,
+        amount_minor: None,
+        available_at: None,
+        expires_at: None,
+        reason: None,
+        reference: None,
+    });
+    write(&store, vec![later], vec![key_record(id, "till-2")]);
+    let loaded = store.load_enrollment(id).unwrap().unwrap();
+    assert_eq!((loaded.snapshot_version, loaded.keys), (1, None));
+}
+
+#[test]
+fn a_snapshot_of_the_first_format_is_read_without_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = EnrollmentId(Uuid::from_u128(6));
+    let (state, record) = enrolled(id);
+    // What a build before digests wrote: format 1, version and state.
+    let value = envelope::encode_as(envelope::FORMAT, Kind::Snapshot, &(1u64, &state)).unwrap();
+    let old = Put {
+        cf: Cf::Snapshot,
+        key: id.as_bytes().to_vec(),
+        value,
+    };
+    write(&store, vec![record], vec![old]);
+    let snapshot = store.snapshot(id).unwrap().unwrap();
+    assert_eq!(
+        (snapshot.version, &snapshot.state, snapshot.keys),
+        (1, &state, None)
+    );
+    let loaded = store.load_enrollment(id).unwrap().unwrap();
+    assert_eq!((loaded.state, loaded.keys), (state, None));
+}
