@@ -132,6 +132,9 @@ struct InflightVersion {
 /// An idempotency key whose record is not durable yet, so not yet readable
 /// from the store.
 struct InflightKey {
+    /// Compared first: a search compares a number per entry, not a string.
+    digest: u32,
+    key: String,
     request: Request,
     answer: StoredAnswer,
     version: u64,
@@ -147,12 +150,19 @@ pub(crate) struct EnrollmentActor {
     /// holding no allocation) whenever the actor is idle.
     inflight: VecDeque<InflightVersion>,
     /// Keys of versions in flight, oldest first. Searched only for a key
-    /// whose digest is known (a repeat), so a list: it holds a handful of
-    /// keys at most moments, and costs 24 bytes per actor, not a map's 48.
-    inflight_keys: Vec<(String, InflightKey)>,
+    /// whose digest is known (a repeat, or any key of an enrollment past
+    /// the digests' bound), so a list: it holds a handful of keys at most
+    /// moments, and costs 24 bytes per actor, not a map's 48.
+    inflight_keys: Vec<InflightKey>,
     /// Digests of every idempotency key with a record or in flight: a key
-    /// not in here is new without asking the store.
-    keys: KeyDigests,
+    /// not in here is new without asking the store. `None` until the first
+    /// transaction needs them, when the snapshot did not bring them (they
+    /// are then read from the store once).
+    keys: Option<KeyDigests>,
+    /// Whether the newest snapshot, durable or queued, carries `keys`. If
+    /// not, passivation writes one that does, so the next activation need
+    /// not read them.
+    snapshot_has_keys: bool,
     /// Version of the newest durable snapshot (0: none).
     snapshot_version: u64,
     /// A snapshot queued for commit but not durable yet.
@@ -174,13 +184,13 @@ pub(crate) enum IdleStep {
 }
 
 impl EnrollmentActor {
-    /// `keys` must cover every idempotency key of the enrollment with a
-    /// record in the store.
+    /// `keys`, if given (from the snapshot), must cover every idempotency
+    /// key of the enrollment with a record in the store.
     pub(crate) fn new(
         program: Arc<Program>,
         state: Enrollment,
         snapshot_version: u64,
-        keys: KeyDigests,
+        keys: Option<KeyDigests>,
     ) -> Self {
         let durable = Figures::of(&state);
         EnrollmentActor {
@@ -189,6 +199,7 @@ impl EnrollmentActor {
             durable,
             inflight: VecDeque::new(),
             inflight_keys: Vec::new(),
+            snapshot_has_keys: keys.is_some(),
             keys,
             snapshot_version,
             snapshot_queued: None,
@@ -247,7 +258,7 @@ impl EnrollmentActor {
             let every = rt.config.snapshot_every_events.max(1);
             let snapshot = version / every != before / every;
             if snapshot {
-                puts.push(Store::snapshot_put(&self.state, Some(&self.keys))?);
+                puts.push(Store::snapshot_put(&self.state, self.keys.as_ref())?);
             }
             let events = records
                 .iter()
@@ -260,6 +271,7 @@ impl EnrollmentActor {
             Ok(snapshot) => {
                 if snapshot {
                     self.snapshot_queued = Some(version);
+                    self.snapshot_has_keys = self.keys.is_some();
                 }
                 self.note_in_flight();
                 Ok(version)
@@ -311,7 +323,7 @@ impl EnrollmentActor {
             }
             self.durable = entry.figures;
         }
-        self.inflight_keys.retain(|(_, k)| k.version > version);
+        self.inflight_keys.retain(|k| k.version > version);
         if self.inflight.is_empty() {
             // Give the buffers back: most active enrollments are idle, and
             // an idle one should hold only its state (the memory target is
@@ -322,6 +334,15 @@ impl EnrollmentActor {
         if let Some(queued) = self.snapshot_queued.filter(|v| *v <= version) {
             self.snapshot_version = queued;
             self.snapshot_queued = None;
+        }
+    }
+
+    /// The key digests, read from the store on first need.
+    fn keys(&mut self, rt: &Runtime) -> Result<&mut KeyDigests, EngineError> {
+        let id = self.id();
+        match &mut self.keys {
+            Some(keys) => Ok(keys),
+            unread @ None => Ok(unread.insert(rt.store.key_digests(id)?)),
         }
     }
 
@@ -364,9 +385,19 @@ impl EnrollmentActor {
         // The same key seen before: the first answer again, or a conflict.
         // Most keys are new, and their digest says so without a look.
         let digest = KeyDigests::digest(key.as_str());
-        if self.keys.may_contain(digest) {
-            let in_flight = self.inflight_keys.iter().find(|(k, _)| k == key.as_str());
-            if let Some((_, first)) = in_flight {
+        let maybe_seen = match self.keys(rt) {
+            Ok(keys) => keys.may_contain(digest),
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        if maybe_seen {
+            let in_flight = self
+                .inflight_keys
+                .iter()
+                .find(|k| k.digest == digest && k.key == key.as_str());
+            if let Some(first) = in_flight {
                 match idempotency::replay(&first.request, &first.answer, &request) {
                     Ok(answer) => {
                         let (answer, version) = (answer.clone(), first.version);
@@ -440,21 +471,22 @@ impl EnrollmentActor {
             }
         };
         // Before the commit is queued: a snapshot in the same group must
-        // count this key.
-        self.keys.insert(digest);
+        // count this key. (`keys` was read above.)
+        if let Some(keys) = self.keys.as_mut() {
+            keys.insert(digest);
+        }
         match self.commit_applied(rt, place, before, &records, vec![put], shard) {
             Ok(version) => {
                 let IdempotencyRecord {
                     request, answer, ..
                 } = record;
-                self.inflight_keys.push((
-                    key.as_str().to_owned(),
-                    InflightKey {
-                        request,
-                        answer: answer.clone(),
-                        version,
-                    },
-                ));
+                self.inflight_keys.push(InflightKey {
+                    digest,
+                    key: key.as_str().to_owned(),
+                    request,
+                    answer: answer.clone(),
+                    version,
+                });
                 self.when_durable(version, Waiter::Answer(answer, reply));
             }
             Err(err) => drop(reply.send(Err(err))),
@@ -516,10 +548,11 @@ impl EnrollmentActor {
                 return IdleStep::Stay;
             }
         }
-        if self.snapshot_version < self.state.version {
+        let keys_unsaved = self.keys.is_some() && !self.snapshot_has_keys;
+        if self.snapshot_version < self.state.version || keys_unsaved {
             // Nothing changes in memory here, so a refusal only defers it.
             let version = self.state.version;
-            let queued = Store::snapshot_put(&self.state, Some(&self.keys))
+            let queued = Store::snapshot_put(&self.state, self.keys.as_ref())
                 .map_err(EngineError::from)
                 .and_then(|put| {
                     rt.committer.reserve()?.submit_for_shard(
@@ -535,6 +568,7 @@ impl EnrollmentActor {
             match queued {
                 Ok(()) => {
                     self.snapshot_queued = Some(version);
+                    self.snapshot_has_keys = self.keys.is_some();
                     self.note_in_flight();
                 }
                 Err(err) => {

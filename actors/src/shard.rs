@@ -76,13 +76,9 @@ impl Shard {
                 snapshot_version,
                 keys,
             } = loaded;
-            // The snapshot's key digests if they cover everything, else
-            // read once from the store (after a crash, or on a snapshot
-            // from before digests).
-            let keys = match keys {
-                Some(keys) => keys,
-                None => self.rt.store.key_digests(id)?,
-            };
+            // `keys`: the snapshot's key digests if they cover everything;
+            // otherwise the first transaction reads them (a balance query
+            // never needs them).
             let program = self.rt.programs.get(state.program_id).ok_or_else(|| {
                 EngineError::Storage(format!(
                     "program {} of enrollment {id} is missing",

@@ -6,7 +6,7 @@ use common::*;
 use loyalty_actors::{EngineConfig, EngineError, ManualClock};
 use loyalty_engine::time::DAY_MS;
 use loyalty_engine::DomainEvent;
-use loyalty_persistence::KeyDigests;
+use loyalty_persistence::{KeyDigests, KEY_DIGESTS_MAX};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -543,5 +543,52 @@ async fn a_batch_answers_each_command_in_order_with_its_own_key() {
     assert_eq!(engine.balance(business, a).await.unwrap().balance, 11);
     assert_eq!(engine.balance(business, b).await.unwrap().balance, 20);
     assert_eq!(engine.balance(other, foreign).await.unwrap().balance, 0);
+    engine.shutdown();
+}
+
+#[actix_rt::test]
+async fn past_the_digest_bound_repeated_keys_are_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        passivate_after: Duration::from_millis(100),
+        tick_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let engine = start(dir.path(), config, Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let a = enroll(&engine, business, program, "a").await.enrollment_id;
+    // More keys than an enrollment keeps digests of, in one batch, with a
+    // repeat in flight after the bound is passed.
+    let n = KEY_DIGESTS_MAX + 10;
+    let mut commands: Vec<_> = (0..n)
+        .map(|i| (a, key(&format!("k{i}")), earn(1)))
+        .collect();
+    commands.push((a, key("k3"), earn(1)));
+    commands.push((a, key(&format!("k{}", n - 1)), earn(1)));
+    let results = engine.transact_many(business, commands).await;
+    assert!(results.iter().all(|r| r.is_ok()), "every earn succeeds");
+    assert_eq!(results[n].as_ref().unwrap(), results[3].as_ref().unwrap());
+    assert_eq!(
+        results[n + 1].as_ref().unwrap(),
+        results[n - 1].as_ref().unwrap()
+    );
+    let balance = n as i64;
+    assert_eq!(engine.balance(business, a).await.unwrap().balance, balance);
+    // After passivation, from the snapshot (which says "too many"): still
+    // found, in the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.active_enrollments() > 0 {
+        assert!(std::time::Instant::now() < deadline, "not passivated");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snapshot = engine.store().snapshot(a).unwrap().unwrap();
+    assert_eq!(snapshot.keys, Some(KeyDigests::TooMany));
+    for i in [0, KEY_DIGESTS_MAX + 5] {
+        engine
+            .transact(business, a, key(&format!("k{i}")), earn(1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(engine.balance(business, a).await.unwrap().balance, balance);
     engine.shutdown();
 }

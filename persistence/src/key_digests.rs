@@ -13,13 +13,15 @@
 //!
 //! The set travels with the enrollment's snapshot, so activating an
 //! enrollment whose snapshot covers its whole history costs nothing more.
-//! Otherwise (a crash left events after the snapshot, or the snapshot
-//! predates digests) activation reads the keys from the store once:
+//! Otherwise (events follow the snapshot, as after a crash or a restart,
+//! or the snapshot predates digests) the enrollment's first transaction
+//! reads the keys from the store once:
 //! [`Store::key_digests`](crate::Store::key_digests).
 
 use serde::{Deserialize, Serialize};
 
-/// Most digests one enrollment keeps (16 KiB). Past this the enrollment
+/// Most digests one enrollment keeps (16 KiB of memory, up to 20 KiB in a
+/// snapshot, as varints). Past this the enrollment
 /// asks the store about every key, as it would without digests, so a
 /// customer with years of history costs bounded memory and snapshot bytes.
 pub const KEY_DIGESTS_MAX: usize = 4_096;
@@ -42,7 +44,12 @@ impl KeyDigests {
     /// The digest of a key. It is stored, so it must never change: CRC-32
     /// (Castagnoli would do as well; this is the one already in use).
     pub fn digest(key: &str) -> u32 {
-        crc32fast::hash(key.as_bytes())
+        Self::digest_bytes(key.as_bytes())
+    }
+
+    /// [`KeyDigests::digest`] of a key as stored (its UTF-8 bytes).
+    pub fn digest_bytes(key: &[u8]) -> u32 {
+        crc32fast::hash(key)
     }
 
     /// False only if no record for a key of this digest can exist.
@@ -68,16 +75,25 @@ impl KeyDigests {
         }
     }
 
-    /// Number of digests held (0 for [`KeyDigests::TooMany`]).
-    pub fn len(&self) -> usize {
+    /// The digests held, `None` for [`KeyDigests::TooMany`] (which is not
+    /// "no keys": it may contain every key).
+    pub fn known(&self) -> Option<&[u32]> {
         match self {
-            KeyDigests::Known(digests) => digests.len(),
-            KeyDigests::TooMany => 0,
+            KeyDigests::Known(digests) => Some(digests),
+            KeyDigests::TooMany => None,
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Whether this is a set [`KeyDigests::may_contain`] can search: sorted,
+    /// each digest once, within the bound. A set read back from a snapshot
+    /// is checked, as an unsorted one would take known keys for new.
+    pub fn is_well_formed(&self) -> bool {
+        match self {
+            KeyDigests::Known(digests) => {
+                digests.len() <= KEY_DIGESTS_MAX && digests.windows(2).all(|w| w[0] < w[1])
+            }
+            KeyDigests::TooMany => true,
+        }
     }
 }
 
@@ -97,14 +113,10 @@ mod tests {
         assert!(!keys.may_contain(b));
         keys.insert(b);
         assert!(keys.may_contain(a) && keys.may_contain(b));
-        assert_eq!(keys.len(), 2);
-        let KeyDigests::Known(digests) = &keys else {
-            panic!("two keys are known");
-        };
-        assert!(
-            digests.windows(2).all(|w| w[0] < w[1]),
-            "sorted, no repeats"
-        );
+        assert_eq!(keys.known().map(<[u32]>::len), Some(2));
+        assert!(keys.is_well_formed(), "sorted, no repeats");
+        assert!(!KeyDigests::Known(vec![b.max(a), b.min(a)]).is_well_formed());
+        assert!(!KeyDigests::Known(vec![a, a]).is_well_formed());
     }
 
     #[test]
@@ -113,11 +125,12 @@ mod tests {
         for n in 0..KEY_DIGESTS_MAX {
             keys.insert(KeyDigests::digest(&format!("key-{n}")));
         }
-        assert_eq!(keys.len(), KEY_DIGESTS_MAX);
+        assert_eq!(keys.known().map(<[u32]>::len), Some(KEY_DIGESTS_MAX));
         let fresh = KeyDigests::digest("one more");
         assert!(!keys.may_contain(fresh));
         keys.insert(fresh);
         assert_eq!(keys, KeyDigests::TooMany);
+        assert_eq!(keys.known(), None);
         assert!(keys.may_contain(KeyDigests::digest("anything at all")));
         keys.insert(KeyDigests::digest("still too many"));
         assert_eq!(keys, KeyDigests::TooMany);

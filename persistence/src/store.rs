@@ -12,7 +12,7 @@ use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Direction,
-    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -455,13 +455,20 @@ impl Store {
     }
 
     /// Digests of an enrollment's idempotency keys, read from their records
-    /// (for an activation whose snapshot does not have them). Reads at most
-    /// [`KEY_DIGESTS_MAX`] + 1 records.
+    /// (for an enrollment whose snapshot does not have them). Reads at most
+    /// [`KEY_DIGESTS_MAX`] + 1 records, and keeps them out of the block
+    /// cache: this is a one-off read, not a working set.
     pub fn key_digests(&self, id: EnrollmentId) -> Result<KeyDigests, StoreError> {
         let prefix = id.as_bytes();
+        let mut options = ReadOptions::default();
+        options.fill_cache(false);
+        if let Some(end) = (u128::from_be_bytes(*prefix)).checked_add(1) {
+            options.set_iterate_upper_bound(end.to_be_bytes().to_vec());
+        }
         let mut digests = Vec::new();
-        for item in self.db.iterator_cf(
+        for item in self.db.iterator_cf_opt(
             self.cf(Cf::Idempotency),
+            options,
             IteratorMode::From(prefix, Direction::Forward),
         ) {
             let (key, _) = item?;
@@ -471,11 +478,7 @@ impl Store {
             if digests.len() == KEY_DIGESTS_MAX {
                 return Ok(KeyDigests::TooMany);
             }
-            let key = std::str::from_utf8(key).map_err(|_| StoreError::Corrupt {
-                what: format!("idempotency records of {id}"),
-                detail: "a key is not UTF-8".into(),
-            })?;
-            digests.push(KeyDigests::digest(key));
+            digests.push(KeyDigests::digest_bytes(key));
         }
         digests.sort_unstable();
         digests.dedup();
@@ -515,6 +518,16 @@ impl Store {
             });
         }
         snapshot.state.check_invariants();
+        if snapshot
+            .keys
+            .as_ref()
+            .is_some_and(|keys| !keys.is_well_formed())
+        {
+            return Err(StoreError::Corrupt {
+                what: format!("snapshot of {id}"),
+                detail: "its key digests are not sorted and distinct".into(),
+            });
+        }
         Ok(Some(snapshot))
     }
 
