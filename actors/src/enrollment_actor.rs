@@ -24,7 +24,7 @@ use loyalty_engine::idempotency::{self, IdempotencyKey};
 use loyalty_engine::program::Program;
 use loyalty_engine::{BusinessId, DomainEvent, EnrollmentId, EventId, Timestamp, TransactionId};
 use loyalty_persistence::{
-    CommitGroup, IdempotencyRecord, KeyDigests, LogRecord, Put, Store, StoredAnswer,
+    CommitGroup, IdempotencyRecord, KeyDigests, LogRecord, Put, Store, StoreError, StoredAnswer,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -258,7 +258,7 @@ impl EnrollmentActor {
             let every = rt.config.snapshot_every_events.max(1);
             let snapshot = version / every != before / every;
             if snapshot {
-                puts.push(Store::snapshot_put(&self.state, self.keys.as_ref())?);
+                puts.push(self.snapshot_put()?);
             }
             let events = records
                 .iter()
@@ -270,8 +270,7 @@ impl EnrollmentActor {
         match queued {
             Ok(snapshot) => {
                 if snapshot {
-                    self.snapshot_queued = Some(version);
-                    self.snapshot_has_keys = self.keys.is_some();
+                    self.note_snapshot_queued(version);
                 }
                 self.note_in_flight();
                 Ok(version)
@@ -281,6 +280,19 @@ impl EnrollmentActor {
                 Err(err)
             }
         }
+    }
+
+    /// A snapshot of the current state, with the key digests if they have
+    /// been read.
+    fn snapshot_put(&self) -> Result<Put, StoreError> {
+        Store::snapshot_put(&self.state, self.keys.as_ref())
+    }
+
+    /// Notes that a snapshot made by [`Self::snapshot_put`] at `version` is
+    /// queued for commit.
+    fn note_snapshot_queued(&mut self, version: u64) {
+        self.snapshot_queued = Some(version);
+        self.snapshot_has_keys = self.keys.is_some();
     }
 
     /// Notes that the current state's version is queued for commit: its
@@ -552,7 +564,8 @@ impl EnrollmentActor {
         if self.snapshot_version < self.state.version || keys_unsaved {
             // Nothing changes in memory here, so a refusal only defers it.
             let version = self.state.version;
-            let queued = Store::snapshot_put(&self.state, self.keys.as_ref())
+            let queued = self
+                .snapshot_put()
                 .map_err(EngineError::from)
                 .and_then(|put| {
                     rt.committer.reserve()?.submit_for_shard(
@@ -567,8 +580,7 @@ impl EnrollmentActor {
                 });
             match queued {
                 Ok(()) => {
-                    self.snapshot_queued = Some(version);
-                    self.snapshot_has_keys = self.keys.is_some();
+                    self.note_snapshot_queued(version);
                     self.note_in_flight();
                 }
                 Err(err) => {

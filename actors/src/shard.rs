@@ -66,16 +66,15 @@ impl Shard {
         id: EnrollmentId,
     ) -> Result<(&mut EnrollmentActor, &Runtime), EngineError> {
         if !self.actors.contains_key(&id) {
-            let loaded = self
-                .rt
-                .store
-                .load_enrollment(id)?
-                .ok_or(EngineError::NotFound { what: "enrollment" })?;
             let LoadedEnrollment {
                 state,
                 snapshot_version,
                 keys,
-            } = loaded;
+            } = self
+                .rt
+                .store
+                .load_enrollment(id)?
+                .ok_or(EngineError::NotFound { what: "enrollment" })?;
             // `keys`: the snapshot's key digests if they cover everything;
             // otherwise the first transaction reads them (a balance query
             // never needs them).
