@@ -262,6 +262,12 @@ impl Engine {
         &self.rt.committer.stats
     }
 
+    /// Commands admitted and not yet answered, at most
+    /// ([`EngineConfig::inflight_max`]); front doors bound their own queues by it.
+    pub fn inflight_max(&self) -> usize {
+        self.rt.config.inflight_max
+    }
+
     /// Enrollment actors in memory now.
     pub fn active_enrollments(&self) -> u64 {
         self.rt.active_enrollments.load(Ordering::Relaxed)

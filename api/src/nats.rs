@@ -25,11 +25,12 @@ use crate::wire;
 use async_nats::service::ServiceExt;
 use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -45,6 +46,19 @@ pub const OPERATIONS: [&str; 7] = [
 ];
 /// Events read from the log per publishing round.
 const PUBLISH_CHUNK_EVENTS: usize = 1_000;
+/// Shortest time from the start of one publishing round to the next while
+/// the publisher keeps up. A round has fixed costs (a log iterator, a
+/// barrier round trip through the server), so under load a round carries a
+/// few milliseconds' events instead of a handful; an event reaches NATS at
+/// most this much later. A round that had more than a chunk to read starts
+/// the next one at once.
+const PUBLISH_ROUND_MIN: Duration = Duration::from_millis(5);
+/// How often the publish cursor is saved while events flow, and on stop.
+/// It is a RocksDB write from the publisher's thread, which queues behind
+/// the commit thread's fsync'd writes. A crash republishes at most the
+/// events since the last save (at least once; consumers drop repeats by
+/// `Nats-Msg-Id` / `eventId`).
+const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest request payload, in bytes.
 const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
 
@@ -200,37 +214,96 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
         endpoints = endpoints.len(),
         "NATS service listening on loyalty.v1.*"
     );
-    let mut workers = Vec::new();
-    for (operation, mut endpoint) in endpoints {
-        let ops = ops.clone();
-        workers.push(tokio::spawn(async move {
-            while let Some(request) = endpoint.next().await {
-                let ops = ops.clone();
-                // Each request runs on its own task, so one slow commit does
-                // not hold up the requests behind it.
-                tokio::spawn(async move {
-                    let (body, headers) = match handle(operation, &request.message, &ops).await {
-                        Ok(body) => (body, HeaderMap::new()),
-                        Err(err) => {
-                            let mut headers = HeaderMap::new();
-                            headers
-                                .insert("Nats-Service-Error-Code", err.status.to_string().as_str());
-                            headers.insert("Nats-Service-Error", err.code);
-                            (Bytes::from(err.body()), headers)
-                        }
-                    };
-                    if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
-                        warn!(cause = %err, operation, "cannot send a NATS reply");
-                    }
-                });
-            }
-        }));
-    }
+    let workers: Vec<_> = endpoints
+        .into_iter()
+        .map(|(operation, endpoint)| {
+            tokio::spawn(answer_endpoint(
+                operation,
+                endpoint,
+                ops.clone(),
+                ops.engine.inflight_max(),
+            ))
+        })
+        .collect();
     let _ = stopped.changed().await;
-    for worker in workers {
-        worker.abort();
-    }
+    // Leave the queue group: each endpoint's subscription then ends, and
+    // its worker answers the requests it holds before it returns. The
+    // caller bounds this wait.
     let _ = service.stop().await;
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+/// Answers one endpoint's requests until its subscription ends. At most
+/// `inflight_max` are answered at once (the engine's own bound on commands
+/// in flight); past it a request is answered `OVERLOADED` straight away
+/// rather than held without bound.
+///
+/// A single request is answered on this endpoint's task, among the others
+/// in flight, rather than on a task of its own: most of its time is spent
+/// waiting for the fsync, and a batch of fsync'd answers then wakes this
+/// one task once instead of a task per answer. A batch request (thousands
+/// of earns to decode and encode) gets a task of its own, so batches use
+/// every worker thread.
+async fn answer_endpoint(
+    operation: &'static str,
+    mut endpoint: async_nats::service::endpoint::Endpoint,
+    ops: Ops,
+    inflight_max: usize,
+) {
+    if operation == "earn.batch" {
+        while let Some(request) = endpoint.next().await {
+            let ops = ops.clone();
+            tokio::spawn(async move { answer(operation, request, &ops).await });
+        }
+        return;
+    }
+    let mut answering = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(()) = answering.next(), if !answering.is_empty() => {}
+            request = endpoint.next() => match request {
+                Some(request) if answering.len() < inflight_max => {
+                    answering.push(answer(operation, request, &ops));
+                }
+                Some(request) => {
+                    let refused = ApiError::from(loyalty_actors::EngineError::Overloaded);
+                    reply(operation, &request, Err(refused)).await;
+                }
+                None => break,
+            }
+        }
+    }
+    while answering.next().await.is_some() {}
+}
+
+/// Handles one request and sends its reply.
+async fn answer(operation: &'static str, request: async_nats::service::Request, ops: &Ops) {
+    let result = handle(operation, &request.message, ops).await;
+    reply(operation, &request, result).await;
+}
+
+/// Sends a reply: the body on success; on error, the error body with the
+/// `Nats-Service-Error-Code` (the HTTP status) and `Nats-Service-Error`
+/// (the code) headers.
+async fn reply(
+    operation: &'static str,
+    request: &async_nats::service::Request,
+    result: Result<Bytes, ApiError>,
+) {
+    let (body, headers) = match result {
+        Ok(body) => (body, HeaderMap::new()),
+        Err(err) => {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Service-Error-Code", err.status.to_string().as_str());
+            headers.insert("Nats-Service-Error", err.code);
+            (Bytes::from(err.body()), headers)
+        }
+    };
+    if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
+        warn!(cause = %err, operation, "cannot send a NATS reply");
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Bytes {
@@ -328,6 +401,8 @@ async fn publish(
         }
     };
     metrics.published_sequence.store(cursor, Ordering::Relaxed);
+    let mut saved = SavedCursor::new(cursor);
+    let mut round_started: Option<Instant> = None;
     while !*stopped.borrow() {
         let durable = ops
             .engine
@@ -335,13 +410,23 @@ async fn publish(
             .durable_sequence
             .load(Ordering::Acquire);
         if cursor >= durable {
+            saved.save(&store, cursor);
+            round_started = None;
             tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        if let Some(pause) =
+            round_started.and_then(|at| PUBLISH_ROUND_MIN.checked_sub(at.elapsed()))
+        {
+            tokio::time::sleep(pause).await;
+            round_started = None;
             continue;
         }
         if client.connection_state() != async_nats::connection::State::Connected {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        let round_start = Instant::now();
         let chunk = match store.read_log(cursor, PUBLISH_CHUNK_EVENTS) {
             Ok(chunk) => chunk,
             Err(err) => {
@@ -394,8 +479,44 @@ async fn publish(
             .events_published
             .fetch_add(published, Ordering::Relaxed);
         metrics.published_sequence.store(cursor, Ordering::Relaxed);
-        if let Err(err) = store.set_publish_cursor(cursor) {
-            warn!(cause = %err, cursor, "cannot save the publish cursor; a restart will publish again from the last saved one");
+        if saved.at.elapsed() >= CURSOR_SAVE_INTERVAL {
+            saved.save(&store, cursor);
+        }
+        // A full chunk means the publisher is behind: no pause before the next.
+        round_started = (chunk.len() < PUBLISH_CHUNK_EVENTS).then_some(round_start);
+    }
+    saved.save(&store, cursor);
+}
+
+/// The publish cursor as last written to the store, and when.
+struct SavedCursor {
+    sequence: u64,
+    at: Instant,
+}
+
+impl SavedCursor {
+    fn new(sequence: u64) -> SavedCursor {
+        SavedCursor {
+            sequence,
+            at: Instant::now(),
+        }
+    }
+
+    /// Writes `cursor` unless it is the one saved already. A failure is
+    /// logged and tried again at the next save: until then a restart would
+    /// publish again from the older cursor.
+    fn save(&mut self, store: &loyalty_persistence::Store, cursor: u64) {
+        if cursor == self.sequence {
+            return;
+        }
+        match store.set_publish_cursor(cursor) {
+            Ok(()) => {
+                self.sequence = cursor;
+                self.at = Instant::now();
+            }
+            Err(err) => {
+                warn!(cause = %err, cursor, "cannot save the publish cursor; a restart will publish again from the last saved one");
+            }
         }
     }
 }

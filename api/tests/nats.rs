@@ -1,12 +1,15 @@
 //! The NATS door against the real binary and a real `nats-server`:
 //! request-reply answers equal HTTP's, errors carry the service headers,
 //! the micro-service protocol answers, and events reach a JetStream stream
-//! in commit order, with their ids, across a NATS outage.
+//! in commit order, with their ids, across a NATS outage; past the
+//! in-flight bound a request is refused and changes nothing; a clean restart
+//! publishes nothing twice.
 
 mod common;
 
 use async_nats::jetstream;
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -464,4 +467,117 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
     assert!(sequences.windows(2).all(|w| w[0] < w[1]));
     let _ = nats.kill();
     let _ = nats.wait();
+}
+
+/// A metric's value from `/metrics` (an unlabelled counter or gauge).
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = String::from_utf8(server.request("GET", "/metrics", None, None, &[]).body).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("metrics lack {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_bound_a_request_is_refused_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), Some(&nats.url()), &["--inflight-max", "2"]);
+    let t = tenant(&server, "Shop");
+    let client = connect(&nats.url()).await;
+    wait_for_service(&client).await;
+
+    // Far more requests at once than the bound: each waits for an fsync, so
+    // most arrive while two are in flight.
+    let earn = |i: usize| {
+        let body = json!({"enrollmentId": t.enrollment_id, "points": 10, "idempotencyKey": format!("flood-{i}")});
+        request(&client, "loyalty.v1.earn", &t.key, body)
+    };
+    let replies = futures_util::future::join_all((0..200).map(earn)).await;
+    let mut refused = Vec::new();
+    for (i, reply) in replies.iter().enumerate() {
+        match reply.status.as_deref() {
+            None => assert_eq!(reply.body["enrollmentId"], t.enrollment_id.as_str()),
+            Some("429") => {
+                assert_eq!(reply.code.as_deref(), Some("OVERLOADED"));
+                assert_eq!(reply.body["error"]["code"], "OVERLOADED");
+                refused.push(i);
+            }
+            Some(other) => panic!("unexpected status {other}: {}", reply.body),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "200 requests at once never passed a bound of 2"
+    );
+    assert!(refused.len() < 200, "every request was refused");
+    let (_, view) = server.get(
+        &format!("/v1/enrollments/{}", t.enrollment_id),
+        Some(&t.key),
+    );
+    assert_eq!(
+        view["balance"],
+        10 * (200 - refused.len()),
+        "a refused earn changed the balance: {view}"
+    );
+
+    // A refused key was never recorded: sent again, one at a time, it earns.
+    for i in &refused {
+        let reply = earn(*i).await;
+        assert_eq!(reply.status, None, "{}", reply.body);
+    }
+    let (_, view) = server.get(
+        &format!("/v1/enrollments/{}", t.enrollment_id),
+        Some(&t.key),
+    );
+    assert_eq!(view["balance"], 2_000, "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_publishes_nothing_twice() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some(&nats.url()));
+    let t = tenant(&server, "Shop");
+    for i in 0..5 {
+        let (status, body) = server.post(
+            &format!("/v1/enrollments/{}/earn", t.enrollment_id),
+            Some(&t.key),
+            &json!({"points": 10, "idempotencyKey": format!("k{i}")}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&server, "loyalty_publish_lag_events") > 0.0
+        || metric(&server, "loyalty_events_published_total") < 5.0
+    {
+        assert!(Instant::now() < deadline, "events never published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stopped straight away, well within the publisher's periodic cursor save.
+    assert!(server.terminate().success());
+
+    let client = connect(&nats.url()).await;
+    let mut events = client.subscribe("loyalty.events.>").await.unwrap();
+    client.flush().await.unwrap();
+    let server = Server::start(dir.path(), Some(&nats.url()));
+    let again = tokio::time::timeout(Duration::from_millis(1_500), events.next()).await;
+    assert!(
+        again.is_err(),
+        "an event published before the stop was published again: {:?}",
+        again.map(|m| m.map(|m| m.payload))
+    );
+
+    // The subscription does see what is new, once.
+    let (status, body) = server.post(
+        &format!("/v1/enrollments/{}/earn", t.enrollment_id),
+        Some(&t.key),
+        &json!({"points": 10, "idempotencyKey": "after-restart"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the new event in time")
+        .unwrap();
+    let event: Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(event["eventId"], body["eventId"]);
 }

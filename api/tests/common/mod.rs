@@ -79,6 +79,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, nats_url: Option<&str>) -> Server {
+        Server::start_with(data_dir, nats_url, &[])
+    }
+
+    /// [`Server::start`] with more `serve` flags.
+    pub fn start_with(data_dir: &Path, nats_url: Option<&str>, flags: &[&str]) -> Server {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_loyalty"));
         command
@@ -96,6 +101,7 @@ impl Server {
         if let Some(url) = nats_url {
             command.args(["--nats-url", url]);
         }
+        command.args(flags);
         let mut child = command.spawn().unwrap();
         wait_for_port(port, "loyalty", &mut child);
         let server = Server {
