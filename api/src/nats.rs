@@ -59,6 +59,9 @@ const PUBLISH_ROUND_MIN: Duration = Duration::from_millis(5);
 /// events since the last save (at least once; consumers drop repeats by
 /// `Nats-Msg-Id` / `eventId`).
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a stopping service waits for its endpoints to answer the
+/// requests they hold (within the door's own three seconds to stop).
+const STOP_DRAIN: Duration = Duration::from_millis(800);
 /// Largest request payload, in bytes.
 const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
 
@@ -227,11 +230,15 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
         .collect();
     let _ = stopped.changed().await;
     // Leave the queue group: each endpoint's subscription then ends, and
-    // its worker answers the requests it holds before it returns. The
-    // caller bounds this wait.
+    // its worker answers the requests it holds before it returns. Without
+    // a server the subscriptions cannot end, so the wait is bounded.
     let _ = service.stop().await;
-    for worker in workers {
-        let _ = worker.await;
+    let mut workers = workers;
+    let drained = futures_util::future::join_all(workers.iter_mut());
+    if tokio::time::timeout(STOP_DRAIN, drained).await.is_err() {
+        for worker in &workers {
+            worker.abort();
+        }
     }
 }
 
