@@ -262,8 +262,9 @@ impl Engine {
         &self.rt.committer.stats
     }
 
-    /// Commands admitted and not yet answered, at most
-    /// ([`EngineConfig::inflight_max`]); front doors bound their own queues by it.
+    /// The most commands admitted and not yet answered at once
+    /// ([`EngineConfig::inflight_max`]); front doors bound their own queues
+    /// by it.
     pub fn inflight_max(&self) -> usize {
         self.rt.config.inflight_max
     }

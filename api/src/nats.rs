@@ -11,8 +11,10 @@
 //!   published event to `loyalty.events.<businessId>.<eventType>` with
 //!   `Nats-Msg-Id: <eventId>`, strictly in commit order and only once the
 //!   event is durable; advances the cursor only after a flush succeeds. When
-//!   NATS is away it waits and resumes from the cursor, so nothing is lost;
-//!   repeats are possible only for the events published just before a crash.
+//!   NATS is away it waits and resumes from the cursor, so nothing is lost.
+//!   The cursor is saved about once a second, when the publisher is idle,
+//!   and on a clean stop, so a crash publishes again at most about the last
+//!   second's events (consumers drop repeats by `eventId`).
 //!   It has a NATS connection of its own, so events never queue behind
 //!   replies; `/readyz` follows the service's connection.
 
@@ -26,13 +28,14 @@ use async_nats::service::ServiceExt;
 use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Operations served, as subject suffixes of `loyalty.v1.`.
 pub const OPERATIONS: [&str; 7] = [
@@ -53,15 +56,19 @@ const PUBLISH_CHUNK_EVENTS: usize = 1_000;
 /// most this much later. A round that had more than a chunk to read starts
 /// the next one at once.
 const PUBLISH_ROUND_MIN: Duration = Duration::from_millis(5);
-/// How often the publish cursor is saved while events flow, and on stop.
-/// It is a RocksDB write from the publisher's thread, which queues behind
-/// the commit thread's fsync'd writes. A crash republishes at most the
-/// events since the last save (at least once; consumers drop repeats by
-/// `Nats-Msg-Id` / `eventId`).
+/// How often the publish cursor is saved while events flow (it is also
+/// saved once the publisher has been idle for [`CURSOR_SAVE_IDLE`], and on
+/// a clean stop). It is a RocksDB write from the publisher's thread, which
+/// queues behind the commit thread's fsync'd writes. A crash republishes
+/// at most the events since the last save (at least once; consumers drop
+/// repeats by `Nats-Msg-Id` / `eventId`).
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Idle time after which the publisher saves its cursor: a steady trickle
+/// of events, caught up after every round, does not write on every round.
+const CURSOR_SAVE_IDLE: Duration = Duration::from_millis(50);
 /// How long a stopping service waits for its endpoints to answer the
 /// requests they hold (within the door's own three seconds to stop).
-const STOP_DRAIN: Duration = Duration::from_millis(800);
+const STOP_DRAIN_MAX: Duration = Duration::from_millis(800);
 /// Largest request payload, in bytes.
 const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
 
@@ -108,7 +115,8 @@ pub fn start(url: String, ops: Ops, metrics: Arc<Metrics>, up: Arc<AtomicBool>) 
                 .build()
                 .expect("build the NATS runtime");
             runtime.block_on(run(url, ops, metrics, up, stopped));
-            // Requests still being answered get a moment to finish.
+            // The service drained its requests before `run` returned; this
+            // bounds what is left (tasks are dropped at their next yield).
             runtime.shutdown_timeout(Duration::from_secs(2));
             let _ = done_tx.send(());
         })
@@ -217,10 +225,10 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
         endpoints = endpoints.len(),
         "NATS service listening on loyalty.v1.*"
     );
-    let workers: Vec<_> = endpoints
+    let mut workers: Vec<_> = endpoints
         .into_iter()
         .map(|(operation, endpoint)| {
-            tokio::spawn(answer_endpoint(
+            tokio::spawn(serve_endpoint(
                 operation,
                 endpoint,
                 ops.clone(),
@@ -233,9 +241,12 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
     // its worker answers the requests it holds before it returns. Without
     // a server the subscriptions cannot end, so the wait is bounded.
     let _ = service.stop().await;
-    let mut workers = workers;
-    let drained = futures_util::future::join_all(workers.iter_mut());
-    if tokio::time::timeout(STOP_DRAIN, drained).await.is_err() {
+    let drained = async {
+        futures_util::future::join_all(workers.iter_mut()).await;
+        // A reply is only queued for the connection until this flush.
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(STOP_DRAIN_MAX, drained).await.is_err() {
         for worker in &workers {
             worker.abort();
         }
@@ -243,46 +254,72 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
 }
 
 /// Answers one endpoint's requests until its subscription ends. At most
-/// `inflight_max` are answered at once (the engine's own bound on commands
-/// in flight); past it a request is answered `OVERLOADED` straight away
-/// rather than held without bound.
+/// `inflight_max` (the engine's own bound on commands in flight) are
+/// answered at once per endpoint; past it a request is answered
+/// `OVERLOADED` straight away rather than held without bound.
 ///
 /// A single request is answered on this endpoint's task, among the others
 /// in flight, rather than on a task of its own: most of its time is spent
 /// waiting for the fsync, and a batch of fsync'd answers then wakes this
-/// one task once instead of a task per answer. A batch request (thousands
-/// of earns to decode and encode) gets a task of its own, so batches use
-/// every worker thread.
-async fn answer_endpoint(
+/// one task once instead of a task per answer. A batch (thousands of
+/// earns to decode and encode) and a history page (store reads) get a
+/// task each, so they use every worker thread and never hold up the
+/// single requests behind them. A panic loses its own request only.
+async fn serve_endpoint(
     operation: &'static str,
     mut endpoint: async_nats::service::endpoint::Endpoint,
     ops: Ops,
     inflight_max: usize,
 ) {
-    if operation == "earn.batch" {
-        while let Some(request) = endpoint.next().await {
-            let ops = ops.clone();
-            tokio::spawn(async move { answer(operation, request, &ops).await });
-        }
-        return;
-    }
+    let inflight_max = inflight_max.max(1);
+    let own_task = matches!(operation, "earn.batch" | "transactions");
     let mut answering = FuturesUnordered::new();
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            Some(()) = answering.next(), if !answering.is_empty() => {}
+            // Finished answers first, so the count below is of requests
+            // really in flight; intake cannot starve, as only it adds.
+            biased;
+            Some(done) = answering.next(), if !answering.is_empty() => note_panic(operation, done),
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                note_panic(operation, done.map_err(|err| err.is_panic()));
+            }
             request = endpoint.next() => match request {
-                Some(request) if answering.len() < inflight_max => {
-                    answering.push(answer(operation, request, &ops));
-                }
-                Some(request) => {
+                None => break,
+                Some(request) if answering.len() + tasks.len() >= inflight_max => {
                     let refused = ApiError::from(loyalty_actors::EngineError::Overloaded);
                     reply(operation, &request, Err(refused)).await;
                 }
-                None => break,
+                Some(request) if own_task => {
+                    let ops = ops.clone();
+                    tasks.spawn(async move { answer(operation, request, &ops).await });
+                }
+                Some(request) => {
+                    let answered = AssertUnwindSafe(answer(operation, request, &ops))
+                        .catch_unwind()
+                        .map(|done| done.map_err(|_| true));
+                    answering.push(answered);
+                }
             }
         }
     }
-    while answering.next().await.is_some() {}
+    while let Some(done) = answering.next().await {
+        note_panic(operation, done);
+    }
+    while let Some(done) = tasks.join_next().await {
+        note_panic(operation, done.map_err(|err| err.is_panic()));
+    }
+}
+
+/// Logs a request whose handling panicked (`Err(true)`): it gets no reply,
+/// and the requester's retry with the same key is answered as usual.
+fn note_panic(operation: &'static str, done: Result<(), bool>) {
+    if done == Err(true) {
+        error!(
+            operation,
+            "a NATS request's handling panicked; it was not answered"
+        );
+    }
 }
 
 /// Handles one request and sends its reply.
@@ -409,7 +446,10 @@ async fn publish(
     };
     metrics.published_sequence.store(cursor, Ordering::Relaxed);
     let mut saved = SavedCursor::new(cursor);
-    let mut round_started: Option<Instant> = None;
+    // When the last round started, while the publisher keeps up (pacing).
+    let mut pace_from: Option<Instant> = None;
+    let mut idle_since: Option<Instant> = None;
+    let mut stop_signal = stopped.clone();
     while !*stopped.borrow() {
         let durable = ops
             .engine
@@ -417,16 +457,18 @@ async fn publish(
             .durable_sequence
             .load(Ordering::Acquire);
         if cursor >= durable {
-            saved.save(&store, cursor);
-            round_started = None;
+            let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
+            if idle >= CURSOR_SAVE_IDLE || saved.at.elapsed() >= CURSOR_SAVE_INTERVAL {
+                saved.save(&store, cursor);
+            }
+            pace_from = None;
             tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
         }
-        if let Some(pause) =
-            round_started.and_then(|at| PUBLISH_ROUND_MIN.checked_sub(at.elapsed()))
-        {
+        idle_since = None;
+        if let Some(pause) = pace_from.and_then(|at| PUBLISH_ROUND_MIN.checked_sub(at.elapsed())) {
             tokio::time::sleep(pause).await;
-            round_started = None;
+            pace_from = None;
             continue;
         }
         if client.connection_state() != async_nats::connection::State::Connected {
@@ -477,7 +519,15 @@ async fn publish(
             client.statistics().connects.load(Ordering::Acquire) == connects
                 && client.connection_state() == async_nats::connection::State::Connected
         };
-        if failed || !server_has_everything(&client).await || !same_connection() {
+        // A stop does not wait for the barrier's timeout: the round is
+        // dropped unconfirmed, and the cursor saved at the end is the last
+        // confirmed one.
+        let confirmed = !failed
+            && tokio::select! {
+                confirmed = server_has_everything(&client) => confirmed,
+                _ = stop_signal.changed() => false,
+            };
+        if !confirmed || !same_connection() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
@@ -490,7 +540,7 @@ async fn publish(
             saved.save(&store, cursor);
         }
         // A full chunk means the publisher is behind: no pause before the next.
-        round_started = (chunk.len() < PUBLISH_CHUNK_EVENTS).then_some(round_start);
+        pace_from = (chunk.len() < PUBLISH_CHUNK_EVENTS).then_some(round_start);
     }
     saved.save(&store, cursor);
 }
@@ -510,8 +560,8 @@ impl SavedCursor {
     }
 
     /// Writes `cursor` unless it is the one saved already. A failure is
-    /// logged and tried again at the next save: until then a restart would
-    /// publish again from the older cursor.
+    /// logged and tried again a save interval later: until then a restart
+    /// would publish again from the older cursor.
     fn save(&mut self, store: &loyalty_persistence::Store, cursor: u64) {
         if cursor == self.sequence {
             return;
@@ -522,6 +572,8 @@ impl SavedCursor {
                 self.at = Instant::now();
             }
             Err(err) => {
+                // Tried again at the next save point, not on every round.
+                self.at = Instant::now();
                 warn!(cause = %err, cursor, "cannot save the publish cursor; a restart will publish again from the last saved one");
             }
         }

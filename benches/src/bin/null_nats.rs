@@ -36,8 +36,9 @@ async fn main() -> Result<(), async_nats::Error> {
     // needs no waiting, and a task per request costs a spawn and a wake-up
     // and lets the client write each reply alone. A batch (thousands of
     // items to decode and encode) gets a task, so batches use every core.
-    // These are the cheapest ways found to answer each; the engine's door
-    // does the same where it can.
+    // These are the cheapest ways found to answer each (the engine's door,
+    // which must wait for the fsync, answers its single requests together
+    // on one task per endpoint).
     while let Some(message) = requests.next().await {
         if message.subject.as_str() == batch_subject {
             let client = client.clone();
@@ -49,7 +50,6 @@ async fn main() -> Result<(), async_nats::Error> {
     Ok(())
 }
 
-/// A fixed earn answer in the engine's shape.
 /// Decodes one request strictly and publishes its fixed answer.
 async fn respond(client: &async_nats::Client, message: async_nats::Message, is_batch: bool) {
     let Some(reply) = message.reply else { return };
@@ -70,6 +70,7 @@ async fn respond(client: &async_nats::Client, message: async_nats::Message, is_b
     let _ = client.publish(reply, body.into()).await;
 }
 
+/// A fixed earn answer in the engine's shape.
 fn answer(earn: &EarnBody) -> serde_json::Value {
     serde_json::json!({
         "transactionId": "0190d6a1-2b3c-7d4e-8f90-000000000001",
