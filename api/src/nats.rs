@@ -227,14 +227,7 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
     );
     let mut workers: Vec<_> = endpoints
         .into_iter()
-        .map(|(operation, endpoint)| {
-            tokio::spawn(serve_endpoint(
-                operation,
-                endpoint,
-                ops.clone(),
-                ops.engine.inflight_max(),
-            ))
-        })
+        .map(|(operation, endpoint)| tokio::spawn(serve_endpoint(operation, endpoint, ops.clone())))
         .collect();
     let _ = stopped.changed().await;
     // Leave the queue group: each endpoint's subscription then ends, and
@@ -254,7 +247,7 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
 }
 
 /// Answers one endpoint's requests until its subscription ends. At most
-/// `inflight_max` (the engine's own bound on commands in flight) are
+/// `--inflight-max` (the engine's own bound on commands in flight) are
 /// answered at once per endpoint; past it a request is answered
 /// `OVERLOADED` straight away rather than held without bound.
 ///
@@ -264,14 +257,13 @@ async fn serve(client: async_nats::Client, ops: Ops, mut stopped: watch::Receive
 /// one task once instead of a task per answer. A batch (thousands of
 /// earns to decode and encode) and a history page (store reads) get a
 /// task each, so they use every worker thread and never hold up the
-/// single requests behind them. A panic loses its own request only.
+/// single requests behind them.
 async fn serve_endpoint(
     operation: &'static str,
     mut endpoint: async_nats::service::endpoint::Endpoint,
     ops: Ops,
-    inflight_max: usize,
 ) {
-    let inflight_max = inflight_max.max(1);
+    let inflight_max = ops.engine.inflight_max().max(1);
     let own_task = matches!(operation, "earn.batch" | "transactions");
     let mut answering = FuturesUnordered::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -280,10 +272,8 @@ async fn serve_endpoint(
             // Finished answers first, so the count below is of requests
             // really in flight; intake cannot starve, as only it adds.
             biased;
-            Some(done) = answering.next(), if !answering.is_empty() => note_panic(operation, done),
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                note_panic(operation, done.map_err(|err| err.is_panic()));
-            }
+            Some(()) = answering.next(), if !answering.is_empty() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             request = endpoint.next() => match request {
                 None => break,
                 Some(request) if answering.len() + tasks.len() >= inflight_max => {
@@ -294,38 +284,30 @@ async fn serve_endpoint(
                     let ops = ops.clone();
                     tasks.spawn(async move { answer(operation, request, &ops).await });
                 }
-                Some(request) => {
-                    let answered = AssertUnwindSafe(answer(operation, request, &ops))
-                        .catch_unwind()
-                        .map(|done| done.map_err(|_| true));
-                    answering.push(answered);
-                }
+                Some(request) => answering.push(answer(operation, request, &ops)),
             }
         }
     }
-    while let Some(done) = answering.next().await {
-        note_panic(operation, done);
-    }
-    while let Some(done) = tasks.join_next().await {
-        note_panic(operation, done.map_err(|err| err.is_panic()));
-    }
+    while answering.next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
 }
 
-/// Logs a request whose handling panicked (`Err(true)`): it gets no reply,
+/// Handles one request and sends its reply. A panic on the way loses this
+/// request only, not the endpoint's others: it is logged and not answered,
 /// and the requester's retry with the same key is answered as usual.
-fn note_panic(operation: &'static str, done: Result<(), bool>) {
-    if done == Err(true) {
+async fn answer(operation: &'static str, request: async_nats::service::Request, ops: &Ops) {
+    let answered = AssertUnwindSafe(async {
+        let result = handle(operation, &request.message, ops).await;
+        reply(operation, &request, result).await;
+    })
+    .catch_unwind()
+    .await;
+    if answered.is_err() {
         error!(
             operation,
             "a NATS request's handling panicked; it was not answered"
         );
     }
-}
-
-/// Handles one request and sends its reply.
-async fn answer(operation: &'static str, request: async_nats::service::Request, ops: &Ops) {
-    let result = handle(operation, &request.message, ops).await;
-    reply(operation, &request, result).await;
 }
 
 /// Sends a reply: the body on success; on error, the error body with the
@@ -458,7 +440,7 @@ async fn publish(
             .load(Ordering::Acquire);
         if cursor >= durable {
             let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
-            if idle >= CURSOR_SAVE_IDLE || saved.at.elapsed() >= CURSOR_SAVE_INTERVAL {
+            if idle >= CURSOR_SAVE_IDLE || saved.due() {
                 saved.save(&store, cursor);
             }
             pace_from = None;
@@ -536,7 +518,7 @@ async fn publish(
             .events_published
             .fetch_add(published, Ordering::Relaxed);
         metrics.published_sequence.store(cursor, Ordering::Relaxed);
-        if saved.at.elapsed() >= CURSOR_SAVE_INTERVAL {
+        if saved.due() {
             saved.save(&store, cursor);
         }
         // A full chunk means the publisher is behind: no pause before the next.
@@ -557,6 +539,12 @@ impl SavedCursor {
             sequence,
             at: Instant::now(),
         }
+    }
+
+    /// Whether a save interval has passed since the last save (or failed
+    /// attempt).
+    fn due(&self) -> bool {
+        self.at.elapsed() >= CURSOR_SAVE_INTERVAL
     }
 
     /// Writes `cursor` unless it is the one saved already. A failure is
