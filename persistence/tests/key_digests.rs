@@ -75,31 +75,60 @@ fn write(store: &Store, events: Vec<LogRecord>, puts: Vec<Put>) {
     store.write(batch, true).unwrap();
 }
 
+/// Keys are read one enrollment at a time (the column family's memtable is
+/// hashed by enrollment id): neighbouring enrollments' keys must not leak
+/// into each other, whether they are in the memtable, in table files, or
+/// read after a restart.
 #[test]
 fn activation_reads_the_digests_of_its_own_keys_only() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    // Three enrollments with adjacent ids, so their keys are neighbours.
-    let ids: Vec<_> = (10..13u128)
+    // Three enrollments with adjacent ids, so their keys are neighbours; the
+    // last id is the largest, whose scan has no upper bound to stop at.
+    let ids: Vec<_> = [10, 11, u128::MAX]
+        .into_iter()
         .map(|n| EnrollmentId(Uuid::from_u128(n)))
         .collect();
-    let mut puts = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        for k in 0..=i {
-            puts.push(key_record(*id, &format!("key-{k}")));
+    // Written last, after the others are flushed to a table file.
+    let late = EnrollmentId(Uuid::from_u128(12));
+    let check = |store: &Store| {
+        let count = |id| store.key_digests(id).unwrap().known().map(<[u32]>::len);
+        assert_eq!(count(ids[0]), Some(1));
+        let middle = store.key_digests(ids[1]).unwrap();
+        assert_eq!(middle.known().map(<[u32]>::len), Some(2));
+        assert!(middle.may_contain(KeyDigests::digest("key-0")));
+        assert!(middle.may_contain(KeyDigests::digest("key-1")));
+        assert!(!middle.may_contain(KeyDigests::digest("key-2")));
+        assert_eq!(count(ids[2]), Some(3));
+        let stranger = EnrollmentId(Uuid::from_u128(99));
+        assert_eq!(store.key_digests(stranger).unwrap(), KeyDigests::none());
+        let late_keys = store.key_digests(late).unwrap();
+        assert!(late_keys == KeyDigests::none() || count(late) == Some(1));
+        // Point lookups find exactly the keys written, per enrollment.
+        assert!(store.idempotency(ids[1], "key-1").unwrap().is_some());
+        assert!(store.idempotency(ids[0], "key-1").unwrap().is_none());
+        assert!(store.idempotency(stranger, "key-0").unwrap().is_none());
+    };
+    {
+        let store = open(&dir);
+        let mut puts = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            for k in 0..=i {
+                puts.push(key_record(*id, &format!("key-{k}")));
+            }
         }
+        write(&store, vec![enrolled(ids[0]).1], puts);
+        // From the memtable, then from table files.
+        check(&store);
+        store.flush().unwrap();
+        check(&store);
+        // A neighbour's key in the memtable again, while the others' keys
+        // are in a table file.
+        write(&store, vec![], vec![key_record(late, "key-0")]);
+        check(&store);
     }
-    write(&store, vec![enrolled(ids[0]).1], puts);
-    let count = |id| store.key_digests(id).unwrap().known().map(<[u32]>::len);
-    assert_eq!(count(ids[0]), Some(1));
-    let middle = store.key_digests(ids[1]).unwrap();
-    assert_eq!(middle.known().map(<[u32]>::len), Some(2));
-    assert!(middle.may_contain(KeyDigests::digest("key-0")));
-    assert!(middle.may_contain(KeyDigests::digest("key-1")));
-    assert!(!middle.may_contain(KeyDigests::digest("key-2")));
-    assert_eq!(count(ids[2]), Some(3));
-    let stranger = EnrollmentId(Uuid::from_u128(99));
-    assert_eq!(store.key_digests(stranger).unwrap(), KeyDigests::none());
+    let store = open(&dir);
+    // After a restart.
+    check(&store);
 }
 
 #[test]
