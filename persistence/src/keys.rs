@@ -58,9 +58,10 @@ pub fn aggregate_version(aggregate: &[u8; 16], version: u64) -> [u8; 24] {
     key
 }
 
-/// An idempotency key starts with its enrollment's id: the prefix the
-/// column family hashes its memtable by.
-pub const IDEMPOTENCY_PREFIX_BYTES: usize = 16;
+/// Keys of the `aggregate` and `idempotency` families start with an id of
+/// this length: the prefix their memtables are hashed by, and the most
+/// their iterators see at once.
+pub const ID_PREFIX_BYTES: usize = 16;
 
 pub fn idempotency(enrollment: &[u8; 16], key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + key.len());

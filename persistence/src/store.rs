@@ -98,10 +98,10 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// Buckets of the idempotency column family's hash memtable: one pointer
-/// each (2 MiB per memtable), about as many as the enrollments active
-/// between two flushes of a busy engine.
-const IDEMPOTENCY_MEMTABLE_BUCKETS: usize = 1 << 18;
+/// Buckets of the hash memtables (aggregate index, idempotency): one
+/// pointer each (2 MiB per memtable), about as many as the enrollments
+/// active between two flushes of a busy engine.
+const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
 pub const DATA_FORMAT: u32 = 1;
@@ -131,8 +131,9 @@ impl Store {
         db_options.set_write_buffer_size(64 << 20);
         db_options.set_max_total_wal_size(1 << 30);
         // One thread (the commit thread) writes nearly everything, so
-        // concurrent memtable inserts buy nothing; and the idempotency
-        // column family's hash memtable (below) does not support them.
+        // concurrent memtable inserts buy nothing; and the hash memtables of
+        // the aggregate index and the idempotency records (below) do not
+        // support them.
         db_options.set_allow_concurrent_memtable_write(false);
         let descriptors = Cf::ALL.iter().map(|cf| {
             let mut cf_options = Options::default();
@@ -150,21 +151,23 @@ impl Store {
                 cf_options.set_memtable_prefix_bloom_ratio(0.05);
                 cf_options.set_memtable_whole_key_filtering(true);
             }
-            if *cf == Cf::Idempotency {
-                // Every transaction inserts a record keyed (enrollment, key):
-                // a random place in one big skip list, a cache miss per
+            if *cf == Cf::Idempotency || *cf == Cf::Aggregate {
+                // Every transaction inserts an index entry keyed (enrollment,
+                // version) and an idempotency record keyed (enrollment, key):
+                // each a random place in one big skip list, a cache miss per
                 // level, on the commit thread after the fsync. A hash of
-                // skip lists, one per enrollment id, makes that insert a
-                // bucket lookup and a walk in a short list (10-15 % less
-                // commit-thread CPU per earn, measured). Its iterators see
-                // one enrollment at a time, which is all this family is
-                // ever read by: point lookups and one enrollment's keys
-                // (`key_digests`, which stops at the enrollment's end).
+                // skip lists, one per enrollment id, makes each insert a
+                // bucket lookup and a short walk (the commit thread's CPU
+                // per NATS earn fell by 10-15 % with the idempotency family
+                // hashed, and by as much again with the index). Its
+                // iterators see one id's keys and seek forward only, which
+                // is all these families are read by: point lookups and one
+                // aggregate's or enrollment's keys in order.
                 cf_options.set_prefix_extractor(SliceTransform::create_fixed_prefix(
-                    keys::IDEMPOTENCY_PREFIX_BYTES,
+                    keys::ID_PREFIX_BYTES,
                 ));
                 cf_options.set_memtable_factory(MemtableFactory::HashSkipList {
-                    bucket_count: IDEMPOTENCY_MEMTABLE_BUCKETS,
+                    bucket_count: MEMTABLE_BUCKETS,
                     height: 8,
                     branching_factor: 4,
                 });
@@ -401,26 +404,27 @@ impl Store {
     }
 
     /// The newest version an aggregate has in the log, if any.
+    ///
+    /// Walks the aggregate's index forward: the column family's memtable
+    /// is hashed by aggregate id and cannot seek backwards. Only catalog
+    /// aggregates (businesses, programs, customers: a handful of events
+    /// each) are asked; an enrollment knows its version from its state.
     pub fn aggregate_version(&self, aggregate_id: Uuid) -> Result<Option<u64>, StoreError> {
         let id = aggregate_id.as_bytes();
-        let end = keys::aggregate_version(id, u64::MAX);
-        let mut iter = self.db.iterator_cf(
-            self.cf(Cf::Aggregate),
-            IteratorMode::From(&end, Direction::Reverse),
-        );
-        match iter.next() {
-            Some(item) => {
-                let (key, _) = item?;
-                if key.len() == 24 && &key[..16] == id {
-                    Ok(Some(u64::from_be_bytes(
-                        key[16..24].try_into().expect("8 bytes"),
-                    )))
-                } else {
-                    Ok(None)
-                }
+        let mut options = ReadOptions::default();
+        options.set_prefix_same_as_start(true);
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(Cf::Aggregate), options);
+        iter.seek(keys::aggregate_version(id, 0));
+        let mut newest = None;
+        while let Some(key) = iter.key() {
+            if key.len() != 24 || &key[..16] != id {
+                break;
             }
-            None => Ok(None),
+            newest = Some(u64::from_be_bytes(key[16..24].try_into().expect("8 bytes")));
+            iter.next();
         }
+        iter.status()?;
+        Ok(newest)
     }
 
     /// Rebuilds an enrollment from its snapshot and the events after it.
