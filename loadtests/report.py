@@ -89,7 +89,7 @@ Load figures are medians of {http['runs']} runs.
 | door | in flight | do-nothing responder | engine | ratio | engine p50 | engine p99 |
 |---|---|---|---|---|---|---|
 | HTTP (k6 {http['k6']}, closed model) | {http['vus']} | {http['null']['rate']:.0f}/s | {http['engine']['rate']:.0f}/s | {rhttp:.2f}x | {http['engine']['p50_ms']:.2f} ms | {http['engine']['p99_ms']:.2f} ms |
-| NATS (`nats_load`, events published) | 256 | {nats['null-256']['rate']:.0f}/s | {n256['rate']:.0f}/s | {r256:.2f}x | {n256['p50_ms']:.2f} ms | {n256['p99_ms']:.2f} ms |
+| NATS (`nats_load`, events published, {nats.get('enrollments', 200):,} enrollments) | 256 | {nats['null-256']['rate']:.0f}/s | {n256['rate']:.0f}/s | {r256:.2f}x | {n256['p50_ms']:.2f} ms | {n256['p99_ms']:.2f} ms |
 | NATS | 64 | {nats['null-64']['rate']:.0f}/s | {n64['rate']:.0f}/s | {r64:.2f}x | {n64['p50_ms']:.2f} ms | {n64['p99_ms']:.2f} ms |
 | NATS batch ({batch['batch']} earns per request, {batch['enrollments']:,} enrollments) | {batch['vus']} requests | {batch['null']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']/batch['null']['earns_rate']:.2f}x | | {batch['engine']['p99_ms']:.0f} ms per batch |
 
@@ -106,7 +106,8 @@ Per-run figures: `docs/PERFORMANCE-http.md`, `docs/PERFORMANCE-nats.md`.
 
 The engine's figure is its NATS earn (idempotency record, event published),
 the peers' their own clients over TCP; all three share the machine with
-their load generator.
+their load generator, and spread the earns over as many enrollments
+(accounts) as the NATS load.
 
 ## Memory and recovery
 

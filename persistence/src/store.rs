@@ -144,10 +144,14 @@ impl Store {
             cf_options.set_block_based_table_factory(&table);
             cf_options.set_write_buffer_size(64 << 20);
             cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            if *cf == Cf::Idempotency || *cf == Cf::Catalog {
+            if *cf == Cf::Catalog {
                 // Most lookups here are for keys that do not exist (a new
-                // idempotency key on every transaction): a bloom filter on
-                // the memtable answers those without walking its skip list.
+                // customer's external id, a new membership): a bloom filter
+                // on the memtable answers those without walking its skip
+                // list. The idempotency records have none: an enrollment's
+                // key digests already spare nearly every lookup of a new
+                // key, and the few left find the key's short hashed list
+                // at once, so a filter would only add an insert per earn.
                 cf_options.set_memtable_prefix_bloom_ratio(0.05);
                 cf_options.set_memtable_whole_key_filtering(true);
             }
