@@ -36,6 +36,9 @@ pub struct StoreOptions {
     pub verify: VerifyOnOpen,
     /// RocksDB block cache shared by all column families.
     pub block_cache_bytes: usize,
+    /// Hash buckets of the aggregate index's and the idempotency records'
+    /// memtables. Tests set 1, so that every id shares one bucket.
+    pub memtable_buckets: usize,
 }
 
 impl StoreOptions {
@@ -44,6 +47,7 @@ impl StoreOptions {
             path: path.into(),
             verify: VerifyOnOpen::Full,
             block_cache_bytes: 256 << 20,
+            memtable_buckets: MEMTABLE_BUCKETS,
         }
     }
 }
@@ -101,10 +105,20 @@ pub struct Store {
 /// Buckets of the hash memtables (aggregate index, idempotency): one
 /// pointer each (2 MiB per memtable), about as many as the enrollments
 /// active between two flushes of a busy engine.
-const MEMTABLE_BUCKETS: usize = 1 << 18;
+pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
 pub const DATA_FORMAT: u32 = 1;
+
+/// Read options for one id's keys in the aggregate index or the
+/// idempotency records: RocksDB stops at the id's last key, so neither the
+/// hash memtable's bucket (which may hold other ids) nor the table files
+/// are read past it. Readers still check the id of every key they use.
+fn one_id() -> ReadOptions {
+    let mut options = ReadOptions::default();
+    options.set_prefix_same_as_start(true);
+    options
+}
 
 impl Store {
     /// Opens (or creates) a data directory and checks it before anything is
@@ -163,15 +177,16 @@ impl Store {
                 // skip lists, one per enrollment id, makes each insert a
                 // bucket lookup and a short walk (the commit thread's CPU
                 // per NATS earn fell by 10-15 % with the idempotency family
-                // hashed, and by as much again with the index). Its
-                // iterators see one id's keys and seek forward only, which
-                // is all these families are read by: point lookups and one
-                // aggregate's or enrollment's keys in order.
+                // hashed, and by as much again with the index). Such a
+                // memtable is only read forward from a key of the id wanted
+                // (no backward seeks, no seeks to either end), and a bucket
+                // may hold several ids: every reader of these families
+                // stops at the first key of another id.
                 cf_options.set_prefix_extractor(SliceTransform::create_fixed_prefix(
                     keys::ID_PREFIX_BYTES,
                 ));
                 cf_options.set_memtable_factory(MemtableFactory::HashSkipList {
-                    bucket_count: MEMTABLE_BUCKETS,
+                    bucket_count: options.memtable_buckets.max(1),
                     height: 8,
                     branching_factor: 4,
                 });
@@ -262,8 +277,9 @@ impl Store {
     /// keys are sorted before they go in. RocksDB inserts a batch into its
     /// memtable skip lists one key after the other, reusing the previous
     /// key's position; random keys (enrollment ids) cost a full search
-    /// with a cache miss per level, sorted ones a short walk. Equal keys
-    /// keep their order (a stable sort), so the later put still wins.
+    /// with a cache miss per level, sorted ones a short walk (in the two
+    /// hashed families, within one id's list). Equal keys keep their order
+    /// (a stable sort), so the later put still wins.
     pub fn add_groups<'a>(
         &self,
         batch: &mut Batch,
@@ -356,8 +372,9 @@ impl Store {
         let id = aggregate_id.as_bytes();
         let start = keys::aggregate_version(id, from);
         let mut sequences = Vec::new();
-        let index = self.db.iterator_cf(
+        let index = self.db.iterator_cf_opt(
             self.cf(Cf::Aggregate),
+            one_id(),
             IteratorMode::From(&start, Direction::Forward),
         );
         for (item, expected) in index.zip(from..) {
@@ -415,9 +432,9 @@ impl Store {
     /// each) are asked; an enrollment knows its version from its state.
     pub fn aggregate_version(&self, aggregate_id: Uuid) -> Result<Option<u64>, StoreError> {
         let id = aggregate_id.as_bytes();
-        let mut options = ReadOptions::default();
-        options.set_prefix_same_as_start(true);
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(Cf::Aggregate), options);
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(self.cf(Cf::Aggregate), one_id());
         iter.seek(keys::aggregate_version(id, 0));
         let mut newest = None;
         while let Some(key) = iter.key() {
@@ -497,7 +514,7 @@ impl Store {
     /// cache: this is a one-off read, not a working set.
     pub fn key_digests(&self, id: EnrollmentId) -> Result<KeyDigests, StoreError> {
         let prefix = id.as_bytes();
-        let mut options = ReadOptions::default();
+        let mut options = one_id();
         options.fill_cache(false);
         if let Some(end) = (u128::from_be_bytes(*prefix)).checked_add(1) {
             options.set_iterate_upper_bound(end.to_be_bytes().to_vec());

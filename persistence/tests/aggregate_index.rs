@@ -65,10 +65,23 @@ fn check(store: &Store, aggregates: &[Uuid], newest: u64) {
 #[test]
 fn each_aggregate_reads_back_its_own_versions_wherever_they_are() {
     let dir = tempfile::tempdir().unwrap();
+    own_versions_only(StoreOptions::new(dir.path()));
+}
+
+/// The same when every aggregate shares one hash bucket of the memtable,
+/// so that only the readers' own id checks keep them apart.
+#[test]
+fn each_aggregate_reads_back_its_own_versions_when_all_share_one_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.memtable_buckets = 1;
+    own_versions_only(options);
+}
+
+fn own_versions_only(options: StoreOptions) {
     // Adjacent ids, so their index keys are neighbours; the largest id has
     // no next prefix to stop at.
     let aggregates = [10, 11, u128::MAX].map(Uuid::from_u128);
-    let options = StoreOptions::new(dir.path());
     {
         let (store, _) = Store::open(&options).unwrap();
         append(&store, &aggregates, 1, 5);

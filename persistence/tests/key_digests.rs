@@ -77,11 +77,25 @@ fn write(store: &Store, events: Vec<LogRecord>, puts: Vec<Put>) {
 
 /// Keys are read one enrollment at a time (the column family's memtable is
 /// hashed by enrollment id): neighbouring enrollments' keys must not leak
-/// into each other, whether they are in the memtable, in table files, or
-/// read after a restart.
+/// into each other, whether they are in the memtable, in table files, in
+/// both, or read after a restart.
 #[test]
 fn activation_reads_the_digests_of_its_own_keys_only() {
     let dir = tempfile::tempdir().unwrap();
+    own_keys_only(StoreOptions::new(dir.path()));
+}
+
+/// The same when every enrollment's keys share one hash bucket of the
+/// memtable, so that only the readers' own id checks keep them apart.
+#[test]
+fn activation_reads_its_own_keys_when_all_share_one_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.memtable_buckets = 1;
+    own_keys_only(options);
+}
+
+fn own_keys_only(options: StoreOptions) {
     // Three enrollments with adjacent ids, so their keys are neighbours; the
     // last id is the largest, whose scan has no upper bound to stop at.
     let ids: Vec<_> = [10, 11, u128::MAX]
@@ -90,26 +104,29 @@ fn activation_reads_the_digests_of_its_own_keys_only() {
         .collect();
     // Written last, after the others are flushed to a table file.
     let late = EnrollmentId(Uuid::from_u128(12));
-    let check = |store: &Store| {
-        let count = |id| store.key_digests(id).unwrap().known().map(<[u32]>::len);
-        assert_eq!(count(ids[0]), Some(1));
+    let count = |store: &Store, id| store.key_digests(id).unwrap().known().map(<[u32]>::len);
+    // `late_written`: whether `late` has its key yet; `extra`: keys the
+    // largest id has beyond its first three.
+    let check = |store: &Store, late_written: bool, extra: usize| {
+        assert_eq!(count(store, ids[0]), Some(1));
         let middle = store.key_digests(ids[1]).unwrap();
         assert_eq!(middle.known().map(<[u32]>::len), Some(2));
         assert!(middle.may_contain(KeyDigests::digest("key-0")));
         assert!(middle.may_contain(KeyDigests::digest("key-1")));
         assert!(!middle.may_contain(KeyDigests::digest("key-2")));
-        assert_eq!(count(ids[2]), Some(3));
+        assert_eq!(count(store, ids[2]), Some(3 + extra));
         let stranger = EnrollmentId(Uuid::from_u128(99));
         assert_eq!(store.key_digests(stranger).unwrap(), KeyDigests::none());
-        let late_keys = store.key_digests(late).unwrap();
-        assert!(late_keys == KeyDigests::none() || count(late) == Some(1));
+        assert_eq!(count(store, late), Some(usize::from(late_written)));
         // Point lookups find exactly the keys written, per enrollment.
         assert!(store.idempotency(ids[1], "key-1").unwrap().is_some());
         assert!(store.idempotency(ids[0], "key-1").unwrap().is_none());
         assert!(store.idempotency(stranger, "key-0").unwrap().is_none());
+        let late_key = store.idempotency(late, "key-0").unwrap();
+        assert_eq!(late_key.is_some(), late_written);
     };
     {
-        let store = open(&dir);
+        let store = Store::open(&options).unwrap().0;
         let mut puts = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             for k in 0..=i {
@@ -118,17 +135,21 @@ fn activation_reads_the_digests_of_its_own_keys_only() {
         }
         write(&store, vec![enrolled(ids[0]).1], puts);
         // From the memtable, then from table files.
-        check(&store);
+        check(&store, false, 0);
         store.flush().unwrap();
-        check(&store);
-        // A neighbour's key in the memtable again, while the others' keys
-        // are in a table file.
-        write(&store, vec![], vec![key_record(late, "key-0")]);
-        check(&store);
+        check(&store, false, 0);
+        // A neighbour's key in the memtable, over the others' in a table
+        // file; and one enrollment with keys in both.
+        write(
+            &store,
+            vec![],
+            vec![key_record(late, "key-0"), key_record(ids[2], "key-3")],
+        );
+        check(&store, true, 1);
     }
-    let store = open(&dir);
     // After a restart.
-    check(&store);
+    let store = Store::open(&options).unwrap().0;
+    check(&store, true, 1);
 }
 
 #[test]
