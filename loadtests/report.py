@@ -15,7 +15,9 @@ def peer(name, clients):
     runs = [p for p in peers if p["peer"] == name and p["clients"] == clients]
     return (statistics.median(p["tps"] for p in runs), statistics.median(p["p99_ms"] for p in runs), runs[0].get("conditions", ""), runs[0].get("version", ""))
 
-def ok(flag): return "met" if flag else "**not met**"
+def ok(flag):
+    if flag is None: return "**not measured** (see the memory section)"
+    return "met" if flag else "**not met**"
 
 def crit(path):
     # Only this run's benchmarks: criterion keeps older estimates around.
@@ -37,8 +39,17 @@ r64 = n64["rate"] / nats["null-64"]["rate"]
 rhttp = http["engine"]["rate"] / http["null"]["rate"]
 pg64, pg256 = peer("postgres", 64), peer("postgres", 256)
 rd64, rd256 = peer("redis", 64), peer("redis", 256)
-mem_ok = mem["rss_less_rocksdb_bytes_per_active"] <= 1024 and mem["heap_bytes_per_active"] <= 1024
-passive_ok = mem["heap_bytes_per_passivated"] <= 64 and mem["rss_less_rocksdb_bytes_per_passivated"] <= 64
+# "RSS less RocksDB" subtracts RocksDB's own memory figures from the growth
+# of the resident set. RocksDB counts some memory that is not resident
+# (memtable arenas by whole blocks, for one), so a negative result means the
+# subtraction said nothing: the RSS half of the target is then not measured
+# rather than met.
+def within(figure, bound):
+    return None if figure < 0 else figure <= bound
+def both(heap_ok, rss_ok):
+    return False if not heap_ok or rss_ok is False else rss_ok
+mem_ok = both(mem["heap_bytes_per_active"] <= 1024, within(mem["rss_less_rocksdb_bytes_per_active"], 1024))
+passive_ok = both(mem["heap_bytes_per_passivated"] <= 64, within(mem["rss_less_rocksdb_bytes_per_passivated"], 64))
 
 rows = [
   ("NATS earn, 256 in flight, events published", f"{n256['rate']:.0f}/s vs do-nothing {nats['null-256']['rate']:.0f}/s = **{r256:.2f}x**", "≥ 0.8x", ok(r256 >= 0.8)),
