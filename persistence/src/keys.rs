@@ -58,6 +58,16 @@ pub fn aggregate_version(aggregate: &[u8; 16], version: u64) -> [u8; 24] {
     key
 }
 
+/// The version in an `aggregate` key, if the key is one of `aggregate`'s
+/// (readers walk one aggregate's keys and stop at the first that is not).
+pub fn parse_aggregate_version(key: &[u8], aggregate: &[u8; 16]) -> Option<u64> {
+    let (id, version) = key.split_first_chunk::<16>()?;
+    if id != aggregate {
+        return None;
+    }
+    version.try_into().ok().map(u64::from_be_bytes)
+}
+
 /// Keys of the `aggregate` and `idempotency` families start with an id of
 /// this length: the prefix their memtables are hashed by, and the most
 /// their iterators see at once.

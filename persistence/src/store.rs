@@ -379,10 +379,9 @@ impl Store {
         );
         for (item, expected) in index.zip(from..) {
             let (key, value) = item?;
-            if key.len() != 24 || &key[..16] != id {
+            let Some(version) = keys::parse_aggregate_version(&key, id) else {
                 break;
-            }
-            let version = u64::from_be_bytes(key[16..24].try_into().expect("8 bytes"));
+            };
             if version > to {
                 break;
             }
@@ -428,8 +427,9 @@ impl Store {
     ///
     /// Walks the aggregate's index forward: the column family's memtable
     /// is hashed by aggregate id and cannot seek backwards. Only catalog
-    /// aggregates (businesses, programs, customers: a handful of events
-    /// each) are asked; an enrollment knows its version from its state.
+    /// aggregates are asked (a program or customer has a handful of
+    /// events, a business one more per API key issued); an enrollment
+    /// knows its version from its state.
     pub fn aggregate_version(&self, aggregate_id: Uuid) -> Result<Option<u64>, StoreError> {
         let id = aggregate_id.as_bytes();
         let mut iter = self
@@ -437,11 +437,11 @@ impl Store {
             .raw_iterator_cf_opt(self.cf(Cf::Aggregate), one_id());
         iter.seek(keys::aggregate_version(id, 0));
         let mut newest = None;
-        while let Some(key) = iter.key() {
-            if key.len() != 24 || &key[..16] != id {
-                break;
-            }
-            newest = Some(u64::from_be_bytes(key[16..24].try_into().expect("8 bytes")));
+        while let Some(version) = iter
+            .key()
+            .and_then(|k| keys::parse_aggregate_version(k, id))
+        {
+            newest = Some(version);
             iter.next();
         }
         iter.status()?;
