@@ -1,6 +1,7 @@
-# Shared by scripts/serve and scripts/test: install what the build and the
-# tests need when it is missing, and pick a target directory that outlives
-# the clone (RocksDB's C++ takes a quarter of an hour to build).
+# Shared by scripts/serve, scripts/test and the load tests: install what the
+# build and the tests need when it is missing, and pick a target directory
+# that outlives the clone (RocksDB's C++ takes a quarter of an hour to
+# build).
 
 # Installs Debian packages that are missing. Runs apt-get only when needed.
 ensure_packages() {
@@ -25,3 +26,13 @@ ensure_build_deps() {
 # One target directory for tests, benches and the binary, outside the clone
 # so a fresh clone reuses an earlier build; cargo rebuilds what changed.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/loyalty-target}"
+
+# Writes COUNT enrollments (one business, one active program) straight into
+# a new data directory with history_gen, much faster than over the API;
+# their ids go to IDS_OUT, one per line, and the business's API key is
+# printed. BIN is the directory of the release binaries.
+write_enrollments() { # BIN DATA_DIR COUNT IDS_OUT
+    local summary="$2.gen.json"
+    "$1/history_gen" --data-dir "$2" --enrollments "$3" --earns 0 --ids-out "$4" >"$summary"
+    python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['api_key'])" "$summary"
+}
