@@ -5,13 +5,20 @@
 //! enrollment active with one durable earn, and measures; then waits until
 //! every actor has passivated and measures again.
 //!
-//! Two measures, both printed:
+//! Three measures at each point (before, all active, all passivated):
 //! - live Rust heap bytes, counted by a wrapping global allocator: exactly
 //!   what the actors, their mailboxes and the shards' directories hold;
-//! - the process's resident set (VmRSS), which also holds RocksDB's
-//!   bounded caches (memtables, block cache) and whatever the allocator
-//!   keeps for reuse; printed as is, and less the memory RocksDB reports
-//!   holding at the same moment (`Store::rocksdb_memory_bytes`).
+//! - the process's resident set (VmRSS) as it runs: it also holds RocksDB's
+//!   memtables and block cache (bounded by configuration) and whatever the
+//!   allocators keep for reuse;
+//! - the resident set *settled*: RocksDB's memtables flushed, and both
+//!   allocators (mimalloc for Rust, the C library's for RocksDB) made to
+//!   give back the pages they hold free; then less what RocksDB reports
+//!   holding (`Store::rocksdb_memory_bytes`: now its block cache and table
+//!   readers, filled memory that is all resident). Subtracting RocksDB's
+//!   figures from the running resident set instead said nothing: memtable
+//!   arenas are counted by whole blocks, resident or not, so that
+//!   difference came out below zero.
 //!
 //!   memory_probe --enrollments 1000000 --json-out memory.json
 
@@ -113,6 +120,44 @@ fn live_bytes() -> i64 {
     LIVE_BYTES.load(Ordering::Relaxed) as i64
 }
 
+/// Memory at one measuring point.
+#[derive(Clone, Copy)]
+struct Sample {
+    rss: u64,
+    heap: i64,
+    rocksdb: u64,
+}
+
+impl Sample {
+    /// As the process holds it while it runs.
+    fn running(store: &Store) -> Result<Sample, fixture::FixtureError> {
+        Ok(Sample {
+            rss: rss_bytes(),
+            heap: live_bytes(),
+            rocksdb: store.rocksdb_memory_bytes()?,
+        })
+    }
+
+    /// Once RocksDB's memtables are flushed and both allocators have given
+    /// back the free pages they keep: what is left resident is live
+    /// memory, and RocksDB's figures are then of filled memory only.
+    fn settled(store: &Store) -> Result<Sample, fixture::FixtureError> {
+        store.flush()?;
+        // SAFETY: neither call takes pointers; each only returns free
+        // pages of its allocator to the system, from any thread.
+        unsafe {
+            libc::malloc_trim(0);
+            libmimalloc_sys::mi_collect(true);
+        }
+        Sample::running(store)
+    }
+
+    /// Resident set less RocksDB's memory.
+    fn rss_less_rocksdb(&self) -> f64 {
+        self.rss as f64 - self.rocksdb as f64
+    }
+}
+
 fn main() -> Result<(), fixture::FixtureError> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
@@ -140,8 +185,9 @@ fn main() -> Result<(), fixture::FixtureError> {
         };
         let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (rss_before, heap_before, db_before) =
-            (rss_bytes(), live_bytes(), engine.store().rocksdb_memory_bytes()?);
+        let store = engine.store().clone();
+        let before = Sample::running(&store)?;
+        let before_settled = Sample::settled(&store)?;
 
         let activating = Instant::now();
         let business = fixture.business_id;
@@ -170,8 +216,8 @@ fn main() -> Result<(), fixture::FixtureError> {
             )
             .into());
         }
-        let (rss_active, heap_active, db_active) =
-            (rss_bytes(), live_bytes(), engine.store().rocksdb_memory_bytes()?);
+        let active_running = Sample::running(&store)?;
+        let active_settled = Sample::settled(&store)?;
         eprintln!(
             "{active} active after {activate_s:.1} s; waiting for them to passivate"
         );
@@ -189,28 +235,37 @@ fn main() -> Result<(), fixture::FixtureError> {
         }
         // Let the last actors' stop and the shards' bookkeeping finish.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (rss_passive, heap_passive, db_passive) =
-            (rss_bytes(), live_bytes(), engine.store().rocksdb_memory_bytes()?);
+        let passive_running = Sample::running(&store)?;
+        let passive_settled = Sample::settled(&store)?;
         engine.shutdown();
         let n = args.enrollments as f64;
+        let per = |after: f64, before: f64| (after - before) / n;
         Ok::<_, fixture::FixtureError>(serde_json::json!({
             "enrollments": args.enrollments,
             "activate_s": activate_s,
-            "heap_bytes_per_active": (heap_active - heap_before) as f64 / n,
-            "rss_bytes_per_active": (rss_active as f64 - rss_before as f64) / n,
-            "heap_bytes_per_passivated": (heap_passive - heap_before) as f64 / n,
-            "rss_bytes_per_passivated": (rss_passive as f64 - rss_before as f64) / n,
-            "rss_less_rocksdb_bytes_per_active": ((rss_active as f64 - db_active as f64) - (rss_before as f64 - db_before as f64)) / n,
-            "rss_less_rocksdb_bytes_per_passivated": ((rss_passive as f64 - db_passive as f64) - (rss_before as f64 - db_before as f64)) / n,
-            "rocksdb_before_bytes": db_before,
-            "rocksdb_active_bytes": db_active,
-            "rocksdb_passivated_bytes": db_passive,
-            "rss_before_bytes": rss_before,
-            "rss_active_bytes": rss_active,
-            "rss_passivated_bytes": rss_passive,
-            "heap_before_bytes": heap_before,
-            "heap_active_bytes": heap_active,
-            "heap_passivated_bytes": heap_passive,
+            "heap_bytes_per_active": per(active_running.heap as f64, before.heap as f64),
+            "heap_bytes_per_passivated": per(passive_running.heap as f64, before.heap as f64),
+            "rss_bytes_per_active": per(active_running.rss as f64, before.rss as f64),
+            "rss_bytes_per_passivated": per(passive_running.rss as f64, before.rss as f64),
+            "settled_rss_bytes_per_active": per(active_settled.rss as f64, before_settled.rss as f64),
+            "settled_rss_bytes_per_passivated": per(passive_settled.rss as f64, before_settled.rss as f64),
+            "settled_rss_less_rocksdb_bytes_per_active": per(active_settled.rss_less_rocksdb(), before_settled.rss_less_rocksdb()),
+            "settled_rss_less_rocksdb_bytes_per_passivated": per(passive_settled.rss_less_rocksdb(), before_settled.rss_less_rocksdb()),
+            "rocksdb_before_bytes": before.rocksdb,
+            "rocksdb_active_bytes": active_running.rocksdb,
+            "rocksdb_passivated_bytes": passive_running.rocksdb,
+            "settled_rocksdb_before_bytes": before_settled.rocksdb,
+            "settled_rocksdb_active_bytes": active_settled.rocksdb,
+            "settled_rocksdb_passivated_bytes": passive_settled.rocksdb,
+            "rss_before_bytes": before.rss,
+            "rss_active_bytes": active_running.rss,
+            "rss_passivated_bytes": passive_running.rss,
+            "settled_rss_before_bytes": before_settled.rss,
+            "settled_rss_active_bytes": active_settled.rss,
+            "settled_rss_passivated_bytes": passive_settled.rss,
+            "heap_before_bytes": before.heap,
+            "heap_active_bytes": active_running.heap,
+            "heap_passivated_bytes": passive_running.heap,
             "release_memory_max_us": RELEASE_MAX_US.load(Ordering::Relaxed),
         }))
     })?;
