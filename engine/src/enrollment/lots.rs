@@ -38,7 +38,10 @@ pub(crate) fn add(lots: &mut Vec<Lot>, expires_at: Option<Timestamp>, points: i6
                 .checked_add(points)
                 .expect("handler checked the balance for overflow");
         }
-        Err(i) => lots.insert(i, Lot { expires_at, points }),
+        Err(i) => {
+            super::state::room_for_one(lots);
+            lots.insert(i, Lot { expires_at, points })
+        }
     }
 }
 

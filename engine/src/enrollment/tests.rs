@@ -534,3 +534,23 @@ fn pending_earns_stay_reversible_however_many_transactions_follow() {
     let d = g.when(reverse(1, None), 2, T0).unwrap();
     assert_eq!(d.outcome.unwrap().points, 5);
 }
+
+#[test]
+fn a_first_entry_takes_room_for_one_not_four() {
+    // An active enrollment with a single earn is the common case; the
+    // memory target per active enrollment counts on its lists not
+    // growing to four entries for one.
+    let d = given(rules()).when(earn(100), 10, T0).unwrap();
+    assert_eq!((d.state.lots.capacity(), d.state.recent.capacity()), (1, 1));
+    let pending = given(rules_with(None, Some(14)))
+        .when(earn(100), 10, T0)
+        .unwrap();
+    assert_eq!(pending.state.pending.capacity(), 1);
+    // From the second entry on, lists grow as usual.
+    let two = given(rules())
+        .then_did(earn(100), 10, T0)
+        .when(earn(5), 11, Timestamp(T0.0 + DAY_MS))
+        .unwrap();
+    assert_eq!(two.state.recent.len(), 2);
+    assert!(two.state.recent.capacity() >= 2);
+}
