@@ -324,14 +324,12 @@ pub fn rfc3339(at: Timestamp) -> String {
 #[derive(Clone, Copy, Debug)]
 pub struct Rfc3339(pub Timestamp);
 
-impl Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
+/// Length of `YYYY-MM-DDThh:mm:ss.mmmZ`.
+const RFC3339_BYTES: usize = 24;
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rfc3339 {
+    /// Year, month, day, hour, minute, second and millisecond, UTC.
+    fn parts(self) -> [i64; 7] {
         let at = self.0;
         let ms = at.0.rem_euclid(1_000);
         let secs = at.0.div_euclid(1_000);
@@ -347,12 +345,65 @@ impl std::fmt::Display for Rfc3339 {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        [
+            year,
+            month,
+            day,
             rem / 3_600,
             rem % 3_600 / 60,
-            rem % 60
+            rem % 60,
+            ms,
+        ]
+    }
+
+    /// The text written digit by digit, for years 0 to 9999 (every other
+    /// year goes through `Display`). The publisher writes two or three of
+    /// these per event, and the formatting machinery cost more than the
+    /// rest of the timestamp.
+    fn ascii(self) -> Option<[u8; RFC3339_BYTES]> {
+        let [year, month, day, hour, minute, second, ms] = self.parts();
+        if !(0..=9_999).contains(&year) {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, digits: usize, value: i64| {
+            let mut value = value;
+            for i in (at..at + digits).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, hour);
+        put(14, 2, minute);
+        put(17, 2, second);
+        put(20, 3, ms);
+        Some(out)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.ascii() {
+            Some(text) => {
+                serializer.serialize_str(std::str::from_utf8(&text).expect("ASCII digits"))
+            }
+            None => serializer.collect_str(self),
+        }
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(text) = self.ascii() {
+            return f.write_str(std::str::from_utf8(&text).expect("ASCII digits"));
+        }
+        let [year, month, day, hour, minute, second, ms] = self.parts();
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{ms:03}Z"
         )
     }
 }
@@ -371,6 +422,36 @@ mod tests {
         assert_eq!(
             rfc3339(Timestamp(951_782_400_000)),
             "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_digits_match_the_formatter_for_every_year() {
+        // 0000-01-01, 9999-12-31T23:59:59.999, and one past either end
+        // (written by the formatter), then a stride through the years.
+        let edges = [
+            -62_167_219_200_000,
+            253_402_300_799_999,
+            -62_167_219_200_001,
+            253_402_300_800_000,
+            -1,
+            0,
+        ];
+        let stride = (0..20_000).map(|i| -62_167_219_200_000 + i * 15_811_200_123_457);
+        for ms in edges.into_iter().chain(stride) {
+            let at = Rfc3339(Timestamp(ms));
+            let [y, mo, d, h, mi, s, m] = at.parts();
+            let formatted = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{m:03}Z");
+            assert_eq!(at.to_string(), formatted, "{ms}");
+            assert_eq!(
+                serde_json::to_string(&at).unwrap(),
+                format!("\"{formatted}\""),
+                "{ms}"
+            );
+        }
+        assert_eq!(
+            rfc3339(Timestamp(253_402_300_800_000)),
+            "10000-01-01T00:00:00.000Z"
         );
     }
 
