@@ -527,6 +527,7 @@ async fn publish(
 /// businesses cost bounded memory.
 #[derive(Default)]
 struct EventSubjects {
+    /// Each subject made so far, by business and event type.
     made: std::collections::HashMap<(loyalty_engine::BusinessId, &'static str), Subject>,
 }
 

@@ -366,8 +366,7 @@ impl Rfc3339 {
             return None;
         }
         let mut out = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, digits: usize, value: i64| {
-            let mut value = value;
+        let mut put = |at: usize, digits: usize, mut value: i64| {
             for i in (at..at + digits).rev() {
                 out[i] = b'0' + (value % 10) as u8;
                 value /= 10;
@@ -426,9 +425,10 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_digits_match_the_formatter_for_every_year() {
+    fn rfc3339_digits_match_the_formatter_from_year_0_to_9999() {
         // 0000-01-01, 9999-12-31T23:59:59.999, and one past either end
-        // (written by the formatter), then a stride through the years.
+        // (written by the formatter), then 20 000 steps of about half a
+        // year (and an odd number of milliseconds) across the range.
         let edges = [
             -62_167_219_200_000,
             253_402_300_799_999,
@@ -437,7 +437,7 @@ mod tests {
             -1,
             0,
         ];
-        let stride = (0..20_000).map(|i| -62_167_219_200_000 + i * 15_811_200_123_457);
+        let stride = (0..20_000).map(|i| -62_167_219_200_000 + i * 15_811_200_123);
         for ms in edges.into_iter().chain(stride) {
             let at = Rfc3339(Timestamp(ms));
             let [y, mo, d, h, mi, s, m] = at.parts();

@@ -708,14 +708,16 @@ impl Store {
     }
 
     /// Memory RocksDB holds now, in bytes: the memtables of every column
-    /// family, the (shared) block cache, and table readers' memory outside
-    /// it. Bounded by configuration, not by the number of enrollments; the
-    /// memory probe subtracts it to find what the actors cost.
+    /// family (flushed ones an iterator still pins included), the (shared)
+    /// block cache, and table readers' memory outside it. Bounded by
+    /// configuration, not by the number of enrollments; the memory probe
+    /// subtracts it, once settled (see [`Store::flush_and_wait`]), to find
+    /// what the actors cost.
     pub fn rocksdb_memory_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         for cf in Cf::ALL {
             for property in [
-                "rocksdb.cur-size-all-mem-tables",
+                "rocksdb.size-all-mem-tables",
                 "rocksdb.estimate-table-readers-mem",
             ] {
                 total += self
@@ -736,6 +738,17 @@ impl Store {
         for cf in Cf::ALL {
             self.db.flush_cf(self.cf(cf))?;
         }
+        Ok(())
+    }
+
+    /// Flushes every memtable, then waits until no flush or compaction is
+    /// running or due (measurements: a compaction holds buffers RocksDB's
+    /// memory figures do not count). Gives up after `timeout`.
+    pub fn flush_and_wait(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let mut options = rocksdb::WaitForCompactOptions::default();
+        options.set_flush(true);
+        options.set_timeout(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX));
+        self.db.wait_for_compact(&options)?;
         Ok(())
     }
 

@@ -11,14 +11,20 @@
 //! - the process's resident set (VmRSS) as it runs: it also holds RocksDB's
 //!   memtables and block cache (bounded by configuration) and whatever the
 //!   allocators keep for reuse;
-//! - the resident set *settled*: RocksDB's memtables flushed, and both
-//!   allocators (mimalloc for Rust, the C library's for RocksDB) made to
-//!   give back the pages they hold free; then less what RocksDB reports
-//!   holding (`Store::rocksdb_memory_bytes`: now its block cache and table
-//!   readers, filled memory that is all resident). Subtracting RocksDB's
-//!   figures from the running resident set instead said nothing: memtable
-//!   arenas are counted by whole blocks, resident or not, so that
+//! - the resident set *settled*: RocksDB's memtables flushed and its
+//!   compactions finished, the C library's allocator (RocksDB's) made to
+//!   give back the pages it holds free, and mimalloc those of this thread
+//!   (each shard gives back its own after passivating); then less what
+//!   RocksDB reports holding (`Store::rocksdb_memory_bytes`: now its block
+//!   cache, table readers and fresh memtables, filled memory). Subtracting
+//!   RocksDB's figures from the running resident set instead said nothing:
+//!   memtable arenas are counted by whole blocks, resident or not, so that
 //!   difference came out below zero.
+//!
+//! The start is measured settled, so the running figures at the later
+//! points count what built up since: at "active", the memtables the
+//! earns filled; at "passivated", those the passivation snapshots filled
+//! (the active point's settling flushed the earns').
 //!
 //!   memory_probe --enrollments 1000000 --json-out memory.json
 
@@ -138,17 +144,20 @@ impl Sample {
         })
     }
 
-    /// Once RocksDB's memtables are flushed and both allocators have given
-    /// back the free pages they keep: what is left resident is live
-    /// memory, and RocksDB's figures are then of filled memory only.
+    /// Once RocksDB's memtables are flushed, its compactions done, and
+    /// the allocators have given back the free pages they keep: what is
+    /// left resident is live memory, and RocksDB's figures are then of
+    /// filled memory only.
     fn settled(store: &Store) -> Result<Sample, fixture::FixtureError> {
-        store.flush()?;
-        // SAFETY: neither call takes pointers; each only returns free
-        // pages of its allocator to the system, from any thread.
+        store.flush_and_wait(Duration::from_secs(120))?;
+        // SAFETY: `malloc_trim` takes no pointers and only returns free
+        // pages of the C library's heaps (all of its arenas) to the system.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         unsafe {
             libc::malloc_trim(0);
-            libmimalloc_sys::mi_collect(true);
         }
+        // SAFETY: as in `release_freed_memory`; this thread's pages only.
+        unsafe { libmimalloc_sys::mi_collect(true) }
         Sample::running(store)
     }
 
@@ -186,8 +195,9 @@ fn main() -> Result<(), fixture::FixtureError> {
         let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let store = engine.store().clone();
-        let before = Sample::running(&store)?;
+        // Settled first, so the fixture's writes are out of every figure.
         let before_settled = Sample::settled(&store)?;
+        let before = before_settled;
 
         let activating = Instant::now();
         let business = fixture.business_id;
