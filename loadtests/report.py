@@ -60,6 +60,9 @@ above_heap = "" if rss_active <= mem["heap_bytes_per_active"] else (
 mem_ok = both(mem["heap_bytes_per_active"] <= 1024, within(rss_active, 1024))
 passive_ok = both(mem["heap_bytes_per_passivated"] <= 64, within(rss_passive, 64))
 
+# Older summaries do not say how many enrollments the HTTP load used.
+http_enrollments = f", {http['enrollments']:,} enrollments" if "enrollments" in http else ""
+
 rows = [
   ("NATS earn, 256 in flight, events published", f"{n256['rate']:.0f}/s vs do-nothing {nats['null-256']['rate']:.0f}/s = **{r256:.2f}x**", "≥ 0.8x", ok(r256 >= 0.8)),
   ("HTTP earn, 64 connections", f"{http['engine']['rate']:.0f}/s vs do-nothing {http['null']['rate']:.0f}/s = **{rhttp:.2f}x**", "≥ 0.8x", ok(rhttp >= 0.8)),
@@ -108,7 +111,7 @@ Load figures are medians of {http['runs']} runs.
 
 | door | in flight | do-nothing responder | engine | ratio | engine p50 | engine p99 |
 |---|---|---|---|---|---|---|
-| HTTP (k6 {http['k6']}, closed model) | {http['vus']} | {http['null']['rate']:.0f}/s | {http['engine']['rate']:.0f}/s | {rhttp:.2f}x | {http['engine']['p50_ms']:.2f} ms | {http['engine']['p99_ms']:.2f} ms |
+| HTTP (k6 {http['k6']}, closed model{http_enrollments}) | {http['vus']} | {http['null']['rate']:.0f}/s | {http['engine']['rate']:.0f}/s | {rhttp:.2f}x | {http['engine']['p50_ms']:.2f} ms | {http['engine']['p99_ms']:.2f} ms |
 | NATS (`nats_load`, events published, {nats.get('enrollments', 200):,} enrollments) | 256 | {nats['null-256']['rate']:.0f}/s | {n256['rate']:.0f}/s | {r256:.2f}x | {n256['p50_ms']:.2f} ms | {n256['p99_ms']:.2f} ms |
 | NATS | 64 | {nats['null-64']['rate']:.0f}/s | {n64['rate']:.0f}/s | {r64:.2f}x | {n64['p50_ms']:.2f} ms | {n64['p99_ms']:.2f} ms |
 | NATS batch ({batch['batch']} earns per request, {batch['enrollments']:,} enrollments) | {batch['vus']} requests | {batch['null']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']/batch['null']['earns_rate']:.2f}x | | {batch['engine']['p99_ms']:.0f} ms per batch |

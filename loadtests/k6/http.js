@@ -8,6 +8,11 @@
 //   BASE_URL        target (engine or the do-nothing responder)
 //   OPERATOR_TOKEN  creates a business and its enrollments in setup();
 //                   without it (the do-nothing responder) fixed ids are used
+//   ENROLLMENTS_FILE, API_KEY
+//                   enrollments written beforehand (one id per line) and
+//                   their business's API key, instead of creating them
+//                   (loadtests/run-http writes ten thousand that way); the
+//                   mixed load first gives each a starting balance
 //   SCENARIO        closed (default: VUS requests in flight), constant
 //                   (constant arrival RATE/s), ramping (arrival rate ramping
 //                   up to RATE/s and back)
@@ -21,6 +26,12 @@ const RATE = parseInt(__ENV.RATE || '2000');
 const DURATION = __ENV.DURATION || '20s';
 const ENROLLMENTS = parseInt(__ENV.ENROLLMENTS || '500');
 const MIX = __ENV.MIX || 'mixed';
+// Read in the init context, as k6 requires of files.
+const GIVEN_IDS = __ENV.ENROLLMENTS_FILE
+  ? open(__ENV.ENROLLMENTS_FILE).split('\n').map((l) => l.trim()).filter((l) => l.length > 0)
+  : null;
+// Seed requests sent at once by setup() for given enrollments.
+const SEED_BATCH = 100;
 
 const scenarios = {
   closed: { executor: 'constant-vus', vus: VUS, duration: DURATION },
@@ -53,6 +64,20 @@ export const options = {
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 export function setup() {
+  if (GIVEN_IDS) {
+    const key = __ENV.API_KEY;
+    if (!key) throw new Error('ENROLLMENTS_FILE needs API_KEY');
+    if (MIX !== 'earn-only') {
+      // A starting balance so redeems mostly succeed.
+      const params = { headers: Object.assign({ Authorization: `Bearer ${key}` }, JSON_HEADERS) };
+      for (let i = 0; i < GIVEN_IDS.length; i += SEED_BATCH) {
+        http.batch(GIVEN_IDS.slice(i, i + SEED_BATCH).map((id, j) => ['POST',
+          `${BASE}/v1/enrollments/${id}/earn`,
+          JSON.stringify({ points: 100000, idempotencyKey: `seed-${i + j}` }), params]));
+      }
+    }
+    return { key, enrollments: GIVEN_IDS };
+  }
   const operator = __ENV.OPERATOR_TOKEN;
   if (!operator) {
     // The do-nothing responder keeps no state: any ids will do.
