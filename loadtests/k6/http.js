@@ -12,13 +12,15 @@
 //                   enrollments written beforehand (one id per line) and
 //                   their business's API key, instead of creating them
 //                   (loadtests/run-http writes ten thousand that way); the
-//                   mixed load first gives each a starting balance
+//                   mixed load first gives each a starting balance. A
+//                   relative path is taken from this script's folder.
 //   SCENARIO        closed (default: VUS requests in flight), constant
 //                   (constant arrival RATE/s), ramping (arrival rate ramping
 //                   up to RATE/s and back)
 //   VUS, RATE, DURATION, ENROLLMENTS, MIX (earn-only | mixed)
 import http from 'k6/http';
 import { check } from 'k6';
+import { SharedArray } from 'k6/data';
 
 const BASE = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const VUS = parseInt(__ENV.VUS || '64');
@@ -26,9 +28,10 @@ const RATE = parseInt(__ENV.RATE || '2000');
 const DURATION = __ENV.DURATION || '20s';
 const ENROLLMENTS = parseInt(__ENV.ENROLLMENTS || '500');
 const MIX = __ENV.MIX || 'mixed';
-// Read in the init context, as k6 requires of files.
+// Read in the init context, as k6 requires of files, once for all VUs.
 const GIVEN_IDS = __ENV.ENROLLMENTS_FILE
-  ? open(__ENV.ENROLLMENTS_FILE).split('\n').map((l) => l.trim()).filter((l) => l.length > 0)
+  ? new SharedArray('enrollments', () => open(__ENV.ENROLLMENTS_FILE)
+    .split('\n').map((l) => l.trim()).filter((l) => l.length > 0))
   : null;
 // Seed requests sent at once by setup() for given enrollments.
 const SEED_BATCH = 100;
@@ -67,16 +70,23 @@ export function setup() {
   if (GIVEN_IDS) {
     const key = __ENV.API_KEY;
     if (!key) throw new Error('ENROLLMENTS_FILE needs API_KEY');
+    if (GIVEN_IDS.length === 0) throw new Error('ENROLLMENTS_FILE holds no ids');
     if (MIX !== 'earn-only') {
       // A starting balance so redeems mostly succeed.
       const params = { headers: Object.assign({ Authorization: `Bearer ${key}` }, JSON_HEADERS) };
       for (let i = 0; i < GIVEN_IDS.length; i += SEED_BATCH) {
-        http.batch(GIVEN_IDS.slice(i, i + SEED_BATCH).map((id, j) => ['POST',
-          `${BASE}/v1/enrollments/${id}/earn`,
-          JSON.stringify({ points: 100000, idempotencyKey: `seed-${i + j}` }), params]));
+        const requests = [];
+        for (let j = i; j < Math.min(i + SEED_BATCH, GIVEN_IDS.length); j++) {
+          requests.push(['POST', `${BASE}/v1/enrollments/${GIVEN_IDS[j]}/earn`,
+            JSON.stringify({ points: 100000, idempotencyKey: `seed-${j}` }), params]);
+        }
+        for (const res of http.batch(requests)) {
+          if (res.status !== 200) throw new Error(`seeding a balance: ${res.status} ${res.body}`);
+        }
       }
     }
-    return { key, enrollments: GIVEN_IDS };
+    // The ids stay in the shared array rather than being copied to every VU.
+    return { key, enrollments: null };
   }
   const operator = __ENV.OPERATOR_TOKEN;
   if (!operator) {
@@ -107,7 +117,8 @@ export function setup() {
 }
 
 export default function (data) {
-  const id = data.enrollments[Math.floor(Math.random() * data.enrollments.length)];
+  const ids = GIVEN_IDS || data.enrollments;
+  const id = ids[Math.floor(Math.random() * ids.length)];
   const params = (op) => ({ headers: Object.assign({ Authorization: `Bearer ${data.key}` }, JSON_HEADERS), tags: { op } });
   const key = `${__VU}-${__ITER}-${Math.random().toString(36).slice(2)}`;
   const roll = MIX === 'earn-only' ? 0 : Math.random();
