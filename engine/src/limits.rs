@@ -30,6 +30,18 @@ pub const REVERSIBLE_TRANSACTIONS_MAX: usize = 256;
 /// How long a transaction stays reversible, in days.
 pub const REVERSAL_WINDOW_DAYS: u32 = 365;
 
+/// Most lot draws the remembered redeems may hold together (24 B each, so
+/// 192 KiB). A redeem keeps the lots its points came from, so that its
+/// reversal gives them back with their expiry; without this bound, 256
+/// redeems each drawing from thousands of daily lots would hold megabytes
+/// for one customer. Past it the oldest redeems can no longer be reversed
+/// (`TRANSACTION_NOT_FOUND`), as past the count or the window. One redeem
+/// draws from at most `EXPIRE_AFTER_DAYS_MAX + 1` lots (one per expiry
+/// day), so the newest always fits.
+pub const REVERSIBLE_DRAWS_MAX: usize = 8_192;
+
+const _: () = assert!(REVERSIBLE_DRAWS_MAX > EXPIRE_AFTER_DAYS_MAX as usize + 1);
+
 /// Longest name (business, program, customer, tier), in bytes.
 pub const NAME_BYTES_MAX: usize = 200;
 

@@ -3,7 +3,7 @@
 use super::event::EnrollmentEvent;
 use super::lots::{self, Lot};
 use crate::ids::{BusinessId, CustomerId, EnrollmentId, ProgramId, TransactionId};
-use crate::limits::{REVERSAL_WINDOW_DAYS, REVERSIBLE_TRANSACTIONS_MAX};
+use crate::limits::{REVERSAL_WINDOW_DAYS, REVERSIBLE_DRAWS_MAX, REVERSIBLE_TRANSACTIONS_MAX};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -293,8 +293,10 @@ impl Enrollment {
     /// Remembers a transaction for reversal, dropping the oldest beyond the
     /// cap, but never an earn that is still pending: it must stay reversible
     /// until it matures (so `recent` holds at most the cap plus
-    /// `PENDING_LOTS_MAX` entries).
+    /// `PENDING_LOTS_MAX` entries). A redeem may also push out older
+    /// redeems: see [`Self::forget_draws_past_cap`].
     fn remember(&mut self, transaction: ReversibleTransaction) {
+        let is_redeem = matches!(transaction.kind, ReversibleKind::Redeem { .. });
         // Unknown stays unknown: it is worked out from `recent`, which will
         // hold this one.
         if let Some(newest) = &mut self.newest_transaction_id.0 {
@@ -316,6 +318,32 @@ impl Enrollment {
                     self.recent.remove(i);
                 }
                 None => break,
+            }
+        }
+        if is_redeem {
+            self.forget_draws_past_cap();
+        }
+    }
+
+    /// Drops the oldest remembered redeems while the lots all of them drew
+    /// from number more than [`REVERSIBLE_DRAWS_MAX`]. Only a redeem adds
+    /// draws, so only remembering one can pass the bound, and the newest
+    /// (at most one draw per expiry day) always fits under it.
+    fn forget_draws_past_cap(&mut self) {
+        fn draws(t: &ReversibleTransaction) -> usize {
+            match &t.kind {
+                ReversibleKind::Redeem { drawn } => drawn.len(),
+                ReversibleKind::Earn { .. } => 0,
+            }
+        }
+        let mut total: usize = self.recent.iter().map(draws).sum();
+        while total > REVERSIBLE_DRAWS_MAX {
+            match self.recent.iter().position(|t| draws(t) > 0) {
+                Some(i) if i + 1 < self.recent.len() => {
+                    total -= draws(&self.recent[i]);
+                    self.recent.remove(i);
+                }
+                _ => break,
             }
         }
     }

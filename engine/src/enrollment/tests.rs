@@ -554,3 +554,42 @@ fn a_first_entry_takes_room_for_one_not_four() {
     assert_eq!(two.state.recent.len(), 2);
     assert_eq!(two.state.recent.capacity(), 4);
 }
+
+#[test]
+fn redeems_holding_too_many_lot_draws_stop_being_reversible_oldest_first() {
+    use crate::limits::REVERSIBLE_DRAWS_MAX;
+    // One point earned on each of 3 000 days: 3 000 lots, each with its
+    // own expiry (ten years on, none expired yet).
+    const LOTS: i64 = 3_000;
+    let mut g = given(rules_with(Some(3_650), None));
+    for day in 0..LOTS {
+        g = g.then_did(earn(1), 100 + day as u128, Timestamp(T0.0 + day * DAY_MS));
+    }
+    let at = Timestamp(T0.0 + LOTS * DAY_MS);
+    // Three redeems of every lot, each given back in full, so each draws
+    // from all 3 000 lots: 9 000 draws, past the bound.
+    let g = g
+        .then_did(redeem(LOTS), 1, at)
+        .then_did(reverse(1, None), 2, at)
+        .then_did(redeem(LOTS), 3, at)
+        .then_did(reverse(3, None), 4, at)
+        .then_did(redeem(LOTS), 5, at);
+    let draws: Vec<(u128, usize)> = g
+        .state
+        .recent
+        .iter()
+        .filter_map(|t| match &t.kind {
+            ReversibleKind::Redeem { drawn } => Some((t.transaction_id.0.as_u128(), drawn.len())),
+            ReversibleKind::Earn { .. } => None,
+        })
+        .collect();
+    assert_eq!(draws, [(3, 3_000), (5, 3_000)], "the oldest redeem went");
+    assert!(draws.iter().map(|(_, n)| n).sum::<usize>() <= REVERSIBLE_DRAWS_MAX);
+    assert!(matches!(
+        g.when(reverse(1, None), 6, at),
+        Err(DomainError::TransactionNotFound(_))
+    ));
+    // The newer ones can still be reversed.
+    let back = g.when(reverse(5, None), 7, at).unwrap();
+    assert_eq!(back.outcome.unwrap().balance, LOTS);
+}
