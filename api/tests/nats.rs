@@ -489,7 +489,10 @@ async fn past_the_in_flight_bound_a_request_is_refused_and_changes_nothing() {
     // Far more requests at once than the bound: each earn waits for an
     // fsync, so most arrive while two are in flight. Every other request
     // carries an unknown key: the engine would answer it 401, so a 429 for
-    // one of those is the door's own refusal.
+    // one of those is the door's own refusal. The two kinds are sent
+    // interleaved, so unknown keys arrive right behind the earns that fill
+    // the bound; sent after all 200 earns, they could all find the first
+    // two answered already (this test failed so, once in CI).
     let earn = |i: usize| {
         let body = json!({"enrollmentId": t.enrollment_id, "points": 10, "idempotencyKey": format!("flood-{i}")});
         request(&client, "loyalty.v1.earn", &t.key, body)
@@ -498,11 +501,19 @@ async fn past_the_in_flight_bound_a_request_is_refused_and_changes_nothing() {
         let body = json!({"enrollmentId": t.enrollment_id, "points": 10, "idempotencyKey": format!("stranger-{i}")});
         request(&client, "loyalty.v1.earn", "lk_unknown", body)
     };
-    let (replies, strangers) = futures_util::future::join(
-        futures_util::future::join_all((0..200).map(earn)),
-        futures_util::future::join_all((0..200).map(stranger)),
-    )
+    let (earn, stranger) = (&earn, &stranger);
+    let sent = futures_util::future::join_all((0..400).map(|n| async move {
+        if n % 2 == 0 {
+            (false, earn(n / 2).await)
+        } else {
+            (true, stranger(n / 2).await)
+        }
+    }))
     .await;
+    let (strangers, replies): (Vec<_>, Vec<_>) =
+        sent.into_iter().partition(|(unknown, _)| *unknown);
+    let replies: Vec<_> = replies.into_iter().map(|(_, reply)| reply).collect();
+    let strangers: Vec<_> = strangers.into_iter().map(|(_, reply)| reply).collect();
     let mut refused = Vec::new();
     for (i, reply) in replies.iter().enumerate() {
         match reply.status.as_deref() {
