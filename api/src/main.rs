@@ -17,10 +17,10 @@ const FORCED_COLLECT_PASSIVATIONS_MIN: u64 = 1_024;
 /// frees pages but leaves them to be purged after a delay, on a later
 /// allocation that an idle engine may not make: at a million passivated
 /// enrollments that kept 114 B each resident, against 47-54 B forced. A
-/// forced collect visits every page of the thread and took up to 4.4-6.4 ms
-/// there, time the shard serves nothing, so it is kept for mass
-/// passivations; the few of a normal tick make room for the next
-/// activations anyway.
+/// forced collect visits every page of the thread and took up to 2-10 ms
+/// there (the memory probe's longest call, run to run), time the shard
+/// serves nothing, so it is kept for mass passivations; the few of a
+/// normal tick make room for the next activations anyway.
 fn release_freed_memory(passivated: u64) {
     let force = passivated >= FORCED_COLLECT_PASSIVATIONS_MIN;
     // SAFETY: `mi_collect` takes no pointers and may be called on any
