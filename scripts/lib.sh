@@ -36,3 +36,22 @@ write_enrollments() { # BIN DATA_DIR COUNT IDS_OUT
     "$1/history_gen" --data-dir "$2" --enrollments "$3" --earns 0 --ids-out "$4" >"$summary"
     python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['api_key'])" "$summary"
 }
+
+# Warm-up of a load test: every enrollment is loaded from disk on its first
+# earn, and the runs measure enrollments in memory, as a shop's regulars
+# are. Runs COMMAND (a round of load; its output to stdout is dropped) up to
+# six times, until the engine at BASE_URL has COUNT enrollments in memory
+# (its loyalty_active_enrollments gauge); otherwise stops the script rather
+# than let it measure something else.
+warm_up() { # BASE_URL COUNT COMMAND...
+    local base="$1" count="$2" active=0
+    shift 2
+    echo "warm-up: activating $count enrollments" >&2
+    for _ in 1 2 3 4 5 6; do
+        "$@" >/dev/null || true
+        active=$(curl -sf "$base/metrics" | awk '/^loyalty_active_enrollments / {print $2}') || active=0
+        [ "${active:-0}" -ge "$count" ] && return 0
+    done
+    echo "warm-up: only ${active:-0} of $count enrollments in memory" >&2
+    exit 1
+}
