@@ -33,13 +33,35 @@ pub struct EngineConfig {
     /// Events in one write batch (one fsync).
     pub commit_batch_events_max: usize,
     pub durability: Durability,
-    /// Called on a shard's thread after a tick passivated actors, with how
-    /// many, so the process allocator gives their memory back to the
-    /// operating system now. Allocators such as mimalloc return freed pages
-    /// lazily, on later allocations, which a quiet engine does not make; the
-    /// `loyalty` binary sets this to mimalloc's collect, forced after a mass
-    /// passivation. `None`: left to the allocator.
-    pub release_memory: Option<fn(passivated: u64)>,
+    /// Called on a shard's thread after its actors passivated, so the
+    /// process allocator gives their memory back to the operating system
+    /// now. Allocators such as mimalloc return freed pages lazily, on later
+    /// allocations, which a quiet engine does not make. The `loyalty`
+    /// binary sets this to mimalloc's collect, forced when the shard asks
+    /// for a [`Release::thorough`] one. `None`: left to the allocator.
+    pub release_memory: Option<fn(Release)>,
+    /// Passivations since a shard's last thorough release from which the
+    /// shard asks for another, at its next quiet tick (a tick interval
+    /// without a command). A thorough release visits every page of the
+    /// shard's thread (2-10 ms at a million active enrollments), so it
+    /// waits for a mass passivation and for nobody to be served.
+    pub thorough_release_passivations_min: u64,
+}
+
+/// What a shard asks of the allocator, on its own thread, at the end of a
+/// passivation round (see [`EngineConfig::release_memory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// Actors passivated in this round (each is counted in one call only).
+    pub passivated: u64,
+    /// Give back everything, however long it takes: the shard served no
+    /// command for a whole tick, and at least
+    /// [`EngineConfig::thorough_release_passivations_min`] actors
+    /// passivated since its last thorough release. Otherwise only what is
+    /// cheap to give back: the shard is serving commands, which wait for
+    /// this call, and which allocate, so the allocator purges the rest on
+    /// its own.
+    pub thorough: bool,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +78,7 @@ impl Default for EngineConfig {
             commit_batch_events_max: 16_384,
             durability: Durability::Fsync,
             release_memory: None,
+            thorough_release_passivations_min: 1_024,
         }
     }
 }

@@ -33,7 +33,7 @@ mod runtime;
 mod shard;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Durability, EngineConfig};
+pub use config::{Durability, EngineConfig, Release};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use runtime::ProgramCache;

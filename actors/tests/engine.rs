@@ -3,11 +3,12 @@
 mod common;
 
 use common::*;
-use loyalty_actors::{EngineConfig, EngineError, ManualClock};
+use loyalty_actors::{EngineConfig, EngineError, ManualClock, Release};
 use loyalty_engine::time::DAY_MS;
 use loyalty_engine::DomainEvent;
 use loyalty_persistence::{KeyDigests, KEY_DIGESTS_MAX};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[actix_rt::test]
@@ -212,12 +213,16 @@ async fn another_business_cannot_reach_an_enrollment() {
     engine.shutdown();
 }
 
-/// Passivations reported to the engine's release-memory hook (only the
-/// passivation test sets it).
-static PASSIVATIONS_RELEASED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Passivations reported to the engine's release-memory hook, and its
+/// thorough releases (only the passivation test sets this hook).
+static PASSIVATIONS_RELEASED: AtomicU64 = AtomicU64::new(0);
+static THOROUGH_RELEASES: AtomicU64 = AtomicU64::new(0);
 
-fn count_memory_release(passivated: u64) {
-    PASSIVATIONS_RELEASED.fetch_add(passivated, std::sync::atomic::Ordering::Relaxed);
+fn count_memory_release(release: Release) {
+    PASSIVATIONS_RELEASED.fetch_add(release.passivated, Ordering::Relaxed);
+    if release.thorough {
+        THOROUGH_RELEASES.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[actix_rt::test]
@@ -227,6 +232,7 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
         passivate_after: Duration::from_millis(100),
         tick_interval: Duration::from_millis(20),
         release_memory: Some(count_memory_release),
+        thorough_release_passivations_min: 1,
         ..config()
     };
     let engine = start(dir.path(), config, Arc::new(ManualClock::new(T0)));
@@ -250,12 +256,16 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     // The allocator was asked to give the freed memory back, told of every
-    // passivation (the hook runs just after the count of active ones drops).
-    let released = || PASSIVATIONS_RELEASED.load(std::sync::atomic::Ordering::Relaxed);
-    while released() < 20 && std::time::Instant::now() < deadline {
+    // passivation once (the hook runs at the end of the round, just after
+    // the count of active ones drops); and thoroughly, the shards being
+    // quiet from then on (this test asks for it from one passivation).
+    let released = || PASSIVATIONS_RELEASED.load(Ordering::Relaxed);
+    let thorough = || THOROUGH_RELEASES.load(Ordering::Relaxed);
+    while (released() < 20 || thorough() == 0) && std::time::Instant::now() < deadline {
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(released(), 20);
+    assert!(thorough() >= 1, "no thorough release on quiet shards");
     // Passivation wrote a snapshot of each, with the digest of its key, so
     // activation need not read the keys back.
     for e in &enrollments {
@@ -276,6 +286,119 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
         assert_eq!(again.outcome.balance, i as i64 + 1);
     }
     assert_eq!(engine.active_enrollments(), 20);
+    engine.shutdown();
+}
+
+/// What the slicing test's hook heard, round after round: (passivated,
+/// thorough).
+static ROUNDS_RELEASED: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
+
+fn record_round_release(release: Release) {
+    ROUNDS_RELEASED
+        .lock()
+        .unwrap()
+        .push((release.passivated, release.thorough));
+}
+
+/// More idle actors than one slice holds (256) passivate in one round, in
+/// slices; a shard that keeps answering is never asked for a thorough
+/// release, and gets one once it is quiet.
+#[actix_rt::test]
+async fn a_wave_of_idle_actors_passivates_in_slices_and_waits_for_quiet_to_release_thoroughly() {
+    const ENROLLMENTS: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        shards: 1,
+        passivate_after: Duration::from_millis(100),
+        tick_interval: Duration::from_secs(1),
+        release_memory: Some(record_round_release),
+        thorough_release_passivations_min: ENROLLMENTS as u64,
+        ..config()
+    };
+    let engine = start(dir.path(), config, Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let names: Vec<String> = (0..ENROLLMENTS).map(|i| format!("c-{i}")).collect();
+    let enrolled = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|name| enroll(&engine, business, program, name)),
+    )
+    .await;
+    // Activated within well under a tick, so at most two rounds find
+    // them idle, and one of them at least 300.
+    let earned = futures_util::future::join_all(
+        enrolled
+            .iter()
+            .map(|e| engine.transact(business, e.enrollment_id, key("k"), earn(1))),
+    )
+    .await;
+    assert!(earned.iter().all(Result::is_ok));
+    assert_eq!(engine.active_enrollments(), ENROLLMENTS as u64);
+
+    // A point-of-sale terminal keeps the shard busy: a query every 10 ms
+    // (of an enrollment that does not exist, so it activates nothing).
+    let stop = AtomicBool::new(false);
+    let unknown = loyalty_engine::EnrollmentId(uuid::Uuid::new_v4());
+    let pinging = async {
+        let mut pings = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let answer = engine.balance(business, unknown).await;
+            assert!(matches!(answer, Err(EngineError::NotFound { .. })));
+            pings += 1;
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        pings
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let waiting = async {
+        while engine.active_enrollments() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "actors were not passivated"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The hook runs at the round's end, after the last drop.
+        while ROUNDS_RELEASED
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.0)
+            .sum::<u64>()
+            < ENROLLMENTS as u64
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "passivations unreported"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (pings, ()) = futures_util::join!(pinging, waiting);
+    assert!(pings > 10);
+    let busy = ROUNDS_RELEASED.lock().unwrap().clone();
+    assert_eq!(busy.iter().map(|r| r.0).sum::<u64>(), ENROLLMENTS as u64);
+    assert!(
+        busy.iter().all(|r| !r.1),
+        "a thorough release while the shard was answering: {busy:?}"
+    );
+    assert!(
+        busy.iter().any(|r| r.0 > 256),
+        "no round passivated more than one slice: {busy:?}"
+    );
+
+    // Quiet now: the next round with no command before it releases
+    // thoroughly what is owed, with no new passivation.
+    while ROUNDS_RELEASED.lock().unwrap().len() == busy.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thorough release once quiet"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = ROUNDS_RELEASED.lock().unwrap()[busy.len()..].to_vec();
+    assert_eq!(after, vec![(0, true)]);
     engine.shutdown();
 }
 

@@ -1,6 +1,7 @@
 //! The `loyalty` binary. See `loyalty serve --help`.
 
 use clap::Parser;
+use loyalty_actors::Release;
 use loyalty_api::config::{Cli, Command, LogFormat};
 
 /// mimalloc: thread-local free lists suit the many small, short-lived
@@ -9,23 +10,19 @@ use loyalty_api::config::{Cli, Command, LogFormat};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Passivations in one shard tick from which the collect is forced.
-const FORCED_COLLECT_PASSIVATIONS_MIN: u64 = 1_024;
-
-/// What the engine calls after a shard tick passivated actors: mimalloc
-/// gives the pages they freed back to the system. An unforced collect
-/// frees pages but leaves them to be purged after a delay, on a later
-/// allocation that an idle engine may not make: at a million passivated
-/// enrollments that kept 114 B each resident, against 47-54 B forced. A
-/// forced collect visits every page of the thread and took up to 2-10 ms
-/// there (the memory probe's longest call, run to run), time the shard
-/// serves nothing, so it is kept for mass passivations; the few of a
-/// normal tick make room for the next activations anyway.
-fn release_freed_memory(passivated: u64) {
-    let force = passivated >= FORCED_COLLECT_PASSIVATIONS_MIN;
+/// What the engine calls on a shard's thread after a passivation round:
+/// mimalloc gives the pages the passivated actors freed back to the
+/// system. An unforced collect frees pages but leaves them to be purged
+/// after a delay, on a later allocation that an idle engine may not make:
+/// at a million passivated enrollments that kept 114 B each resident,
+/// against 47-54 B forced. A forced collect visits every page of the
+/// thread and took up to 2-10 ms there (the memory probe's longest call,
+/// run to run), so the shard asks for it ([`Release::thorough`]) only
+/// after a mass passivation and a tick without commands.
+fn release_freed_memory(release: Release) {
     // SAFETY: `mi_collect` takes no pointers and may be called on any
     // thread at any time; it only frees memory no allocation holds.
-    unsafe { libmimalloc_sys::mi_collect(force) }
+    unsafe { libmimalloc_sys::mi_collect(release.thorough) }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -26,11 +26,18 @@
 //! earns filled; at "passivated", those the passivation snapshots filled
 //! (the active point's settling flushed the earns').
 //!
+//! While the actors passivate, a few pingers ask each shard for the
+//! balance of an enrollment that does not exist, about once a millisecond
+//! each, and time the answers: the longest is how long the wave of
+//! passivations held up a point-of-sale command on its shard. An unknown
+//! enrollment keeps no actor in memory, so the pingers do not hold up the
+//! "all passivated" point; they do keep their shards from being quiet.
+//!
 //!   memory_probe --enrollments 1000000 --json-out memory.json
 
 use clap::Parser;
 use futures_util::StreamExt;
-use loyalty_actors::{Engine, EngineConfig, SystemClock};
+use loyalty_actors::{Engine, EngineConfig, Release, SystemClock};
 use loyalty_benches::fixture;
 use loyalty_engine::idempotency::IdempotencyKey;
 use loyalty_persistence::{Store, StoreOptions};
@@ -92,25 +99,67 @@ struct Args {
     /// activate them all; the probe checks that none left early.
     #[arg(long, default_value_t = 120)]
     passivate_after_s: u64,
+    /// Pingers timing answers while the actors passivate (each on its own
+    /// unknown enrollment, so on one shard; eight cover two shards with
+    /// near certainty).
+    #[arg(long, default_value_t = 8)]
+    pingers: usize,
     /// Where to write the figures as JSON.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
 }
 
-/// Longest call of the hook below, in microseconds: it runs on a shard
-/// thread, so it is time no command on that shard is served.
-static RELEASE_MAX_US: AtomicU64 = AtomicU64::new(0);
+/// Answer times, in microseconds, of the pingers' balance queries.
+#[derive(Default)]
+struct PingTimes {
+    answers_us: Vec<u64>,
+    /// Queries answered with something other than `NotFound`.
+    unexpected: u64,
+}
+
+/// Asks for the balance of `unknown` about once a millisecond until
+/// `stop`, timing each answer.
+async fn ping(
+    engine: &Engine,
+    business: loyalty_engine::BusinessId,
+    unknown: loyalty_engine::EnrollmentId,
+    stop: &std::sync::atomic::AtomicBool,
+) -> PingTimes {
+    let mut times = PingTimes::default();
+    while !stop.load(Ordering::Relaxed) {
+        let asked = Instant::now();
+        let answer = engine.balance(business, unknown).await;
+        times
+            .answers_us
+            .push(u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if !matches!(answer, Err(loyalty_actors::EngineError::NotFound { .. })) {
+            times.unexpected += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    times
+}
+
+/// Longest calls of the hook below, in microseconds, thorough and cheap:
+/// it runs on a shard thread, so it is time no command on that shard is
+/// served.
+static THOROUGH_RELEASE_MAX_US: AtomicU64 = AtomicU64::new(0);
+static CHEAP_RELEASE_MAX_US: AtomicU64 = AtomicU64::new(0);
 
 /// The engine's hook after passivation, as the `loyalty` binary sets it
-/// (see its `release_freed_memory`, and its threshold for forcing), timed.
-fn release_freed_memory(passivated: u64) {
+/// (see its `release_freed_memory`), timed.
+fn release_freed_memory(release: Release) {
     let started = Instant::now();
-    let force = passivated >= 1_024;
     // SAFETY: `mi_collect` takes no pointers and may be called on any
     // thread at any time; it only frees memory no allocation holds.
-    unsafe { libmimalloc_sys::mi_collect(force) }
+    unsafe { libmimalloc_sys::mi_collect(release.thorough) }
     let took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    RELEASE_MAX_US.fetch_max(took_us, Ordering::Relaxed);
+    let longest = if release.thorough {
+        &THOROUGH_RELEASE_MAX_US
+    } else {
+        &CHEAP_RELEASE_MAX_US
+    };
+    longest.fetch_max(took_us, Ordering::Relaxed);
 }
 
 fn rss_bytes() -> u64 {
@@ -232,17 +281,39 @@ fn main() -> Result<(), fixture::FixtureError> {
         );
 
         let waiting = Instant::now();
-        while engine.active_enrollments() > 0 {
-            if waiting.elapsed() > Duration::from_secs(args.passivate_after_s * 3 + 60) {
-                return Err(format!(
-                    "{} enrollments still active long after passivate_after",
-                    engine.active_enrollments()
-                )
-                .into());
+        let stop_pinging = std::sync::atomic::AtomicBool::new(false);
+        let pinging = futures_util::future::join_all((0..args.pingers).map(|_| {
+            let unknown = loyalty_engine::EnrollmentId(uuid::Uuid::new_v4());
+            ping(engine_ref, business, unknown, &stop_pinging)
+        }));
+        let passivating = async {
+            while engine.active_enrollments() > 0 {
+                if waiting.elapsed() > Duration::from_secs(args.passivate_after_s * 3 + 60) {
+                    return Err(format!(
+                        "{} enrollments still active long after passivate_after",
+                        engine.active_enrollments()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop_pinging.store(true, Ordering::Relaxed);
+            Ok(())
+        };
+        let (pinged, passivated) = futures_util::join!(pinging, passivating);
+        passivated?;
+        let mut answers_us: Vec<u64> = pinged.iter().flat_map(|p| p.answers_us.clone()).collect();
+        let unexpected: u64 = pinged.iter().map(|p| p.unexpected).sum();
+        if unexpected > 0 {
+            return Err(format!("{unexpected} pings were answered other than NotFound").into());
         }
-        // Let the last actors' stop and the shards' bookkeeping finish.
+        answers_us.sort_unstable();
+        let ping_p99_us = answers_us
+            .get(answers_us.len().saturating_sub(1) * 99 / 100)
+            .copied()
+            .unwrap_or(0);
+        let ping_max_us = answers_us.last().copied().unwrap_or(0);
+        // Let the last actors' stop and the shards' bookkeeping finish:
+        // several ticks, now with no command, so the shards are quiet.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let passive_running = Sample::running(&store)?;
         let passive_settled = Sample::settled(&store)?;
@@ -275,7 +346,12 @@ fn main() -> Result<(), fixture::FixtureError> {
             "heap_before_bytes": before.heap,
             "heap_active_bytes": active_running.heap,
             "heap_passivated_bytes": passive_running.heap,
-            "release_memory_max_us": RELEASE_MAX_US.load(Ordering::Relaxed),
+            "thorough_release_max_us": THOROUGH_RELEASE_MAX_US.load(Ordering::Relaxed),
+            "cheap_release_max_us": CHEAP_RELEASE_MAX_US.load(Ordering::Relaxed),
+            "passivation_pingers": args.pingers,
+            "passivation_pings": answers_us.len(),
+            "passivation_ping_p99_us": ping_p99_us,
+            "passivation_ping_max_us": ping_max_us,
         }))
     })?;
     let text = serde_json::to_string_pretty(&figures)?;
