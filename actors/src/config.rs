@@ -41,8 +41,9 @@ pub struct EngineConfig {
     /// for a [`Release::thorough`] one. `None`: left to the allocator.
     pub release_memory: Option<fn(Release)>,
     /// Passivations since a shard's last thorough release from which the
-    /// shard asks for another, at its next quiet tick (a tick interval
-    /// without a command). A thorough release visits every page of the
+    /// shard asks for another, at the end of its next quiet round (no
+    /// command since the previous round ended, about a tick). A thorough
+    /// release visits every page of the
     /// shard's thread (2-10 ms at a million active enrollments), so it
     /// waits for a mass passivation and for nobody to be served.
     pub thorough_release_passivations_min: u64,
@@ -55,7 +56,7 @@ pub struct Release {
     /// Actors passivated in this round (each is counted in one call only).
     pub passivated: u64,
     /// Give back everything, however long it takes: the shard served no
-    /// command for a whole tick, and at least
+    /// command since its previous round ended (about a tick), and at least
     /// [`EngineConfig::thorough_release_passivations_min`] actors
     /// passivated since its last thorough release. Otherwise only what is
     /// cheap to give back: the shard is serving commands, which wait for

@@ -96,6 +96,7 @@ impl Engine {
             programs,
             config: config.clone(),
             active_enrollments: AtomicU64::new(0),
+            passivation_slices: AtomicU64::new(0),
         });
         let mut arbiters = Vec::new();
         let mut shards = Vec::new();
@@ -148,7 +149,8 @@ impl Engine {
         Ok(admission)
     }
 
-    fn shard_index(&self, id: EnrollmentId) -> usize {
+    /// The shard (of [`EngineConfig::shards`]) that hosts `id`.
+    pub fn shard_index(&self, id: EnrollmentId) -> usize {
         // UUIDv7's low bits are random, so they spread enrollments evenly.
         let low = u64::from_le_bytes(id.as_bytes()[8..16].try_into().expect("8 bytes"));
         (low % self.shards.len() as u64) as usize
@@ -272,6 +274,13 @@ impl Engine {
     /// Enrollment actors in memory now.
     pub fn active_enrollments(&self) -> u64 {
         self.rt.active_enrollments.load(Ordering::Relaxed)
+    }
+
+    /// Passivation slices that settled, snapshotted or dropped at least one
+    /// actor since the start, over all shards: a wave of idle actors is
+    /// passivated a bounded slice at a time (see the shard's module doc).
+    pub fn passivation_slices(&self) -> u64 {
+        self.rt.passivation_slices.load(Ordering::Relaxed)
     }
 
     /// Whether a write failed, so the process must stop.

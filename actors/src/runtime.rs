@@ -42,4 +42,7 @@ pub(crate) struct Runtime {
     pub config: EngineConfig,
     /// Enrollment actors in memory right now.
     pub active_enrollments: AtomicU64,
+    /// Passivation slices that settled, snapshotted or dropped at least
+    /// one actor, over all shards.
+    pub passivation_slices: AtomicU64,
 }

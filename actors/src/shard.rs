@@ -54,7 +54,8 @@ pub(crate) struct Shard {
     /// The passivation round under way, if a slice of it is still to run.
     round: Option<Round>,
     /// Commands handled since the last round ended: none means the shard
-    /// was quiet for a whole tick.
+    /// was quiet since then (about a tick, less after a round that ran
+    /// long).
     commands_since_round: u64,
     /// Actors passivated since the last thorough release.
     passivated_since_thorough: u64,
@@ -77,8 +78,9 @@ const PASSIVATION_STEPS_PER_SLICE: usize = 256;
 /// many busy actors reach their first deadline at once).
 const DEADLINES_PER_SLICE: usize = 8_192;
 
-/// Sent by a shard to itself: the round is not finished. As a message, it
-/// runs after the commands already in the mailbox.
+/// Sent by a shard to itself when the round is not finished. It becomes an
+/// item of the shard's own context, which actix runs only once the
+/// mailbox is empty, so the commands that arrived meanwhile go first.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct PassivateMore;
@@ -202,6 +204,9 @@ impl Shard {
         // They are later than the round's start, so this round does not
         // see them again.
         self.idle_deadlines.extend(again);
+        if steps > 0 {
+            rt.passivation_slices.fetch_add(1, Ordering::Relaxed);
+        }
         if more {
             self.round = Some(round);
             ctx.notify(PassivateMore);
@@ -250,8 +255,8 @@ impl Shard {
 /// What to ask of the allocator at the end of a round that passivated
 /// `passivated` actors, `since_thorough` of them (this round's included)
 /// since the last thorough release: nothing if nothing is to be given
-/// back; a thorough release if the shard was `quiet` for the whole round
-/// and enough are owed; else a cheap one.
+/// back; a thorough release if the shard was `quiet` since the previous
+/// round ended and enough are owed; else a cheap one.
 fn release_after_round(
     passivated: u64,
     since_thorough: u64,

@@ -256,8 +256,8 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     // The allocator was asked to give the freed memory back, told of every
-    // passivation once (the hook runs at the end of the round, just after
-    // the count of active ones drops); and thoroughly, the shards being
+    // passivation once (the hook runs at the end of the round that dropped
+    // them, after the count of active ones fell); and thoroughly, the shards being
     // quiet from then on (this test asks for it from one passivation).
     let released = || PASSIVATIONS_RELEASED.load(Ordering::Relaxed);
     let thorough = || THOROUGH_RELEASES.load(Ordering::Relaxed);
@@ -387,6 +387,10 @@ async fn a_wave_of_idle_actors_passivates_in_slices_and_waits_for_quiet_to_relea
         busy.iter().any(|r| r.0 > 256),
         "no round passivated more than one slice: {busy:?}"
     );
+    // 600 snapshots, then 600 drops, at most 256 a slice: at least three
+    // slices each (in rounds of a single slice, four at most).
+    let slices = engine.passivation_slices();
+    assert!(slices >= 6, "{slices} slices for {busy:?}");
 
     // Quiet now: the next round with no command before it releases
     // thoroughly what is owed, with no new passivation.

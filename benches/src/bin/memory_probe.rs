@@ -26,12 +26,15 @@
 //! earns filled; at "passivated", those the passivation snapshots filled
 //! (the active point's settling flushed the earns').
 //!
-//! While the actors passivate, a few pingers ask each shard for the
-//! balance of an enrollment that does not exist, about once a millisecond
-//! each, and time the answers: the longest is how long the wave of
-//! passivations held up a point-of-sale command on its shard. An unknown
-//! enrollment keeps no actor in memory, so the pingers do not hold up the
-//! "all passivated" point; they do keep their shards from being quiet.
+//! While the actors passivate, pingers (four per shard) ask their shard
+//! for the balance of an enrollment that does not exist, about once a
+//! millisecond each, and time the answers from the moment the first
+//! actors can be idle: the longest is how long the wave of passivations
+//! held up a point-of-sale command on its shard. The times include the
+//! probe's own scheduling (one thread runs the pingers) and the 2 cores
+//! the wave's other work shares. An unknown enrollment keeps no actor in
+//! memory, so the pingers do not hold up the "all passivated" point; they
+//! do keep their shards from being quiet.
 //!
 //!   memory_probe --enrollments 1000000 --json-out memory.json
 
@@ -99,20 +102,19 @@ struct Args {
     /// activate them all; the probe checks that none left early.
     #[arg(long, default_value_t = 120)]
     passivate_after_s: u64,
-    /// Pingers timing answers while the actors passivate (each on its own
-    /// unknown enrollment, so on one shard; eight cover two shards with
-    /// near certainty).
-    #[arg(long, default_value_t = 8)]
-    pingers: usize,
+    /// Pingers per shard timing answers while the actors passivate.
+    #[arg(long, default_value_t = 4)]
+    pingers_per_shard: usize,
     /// Where to write the figures as JSON.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
 }
 
-/// Answer times, in microseconds, of the pingers' balance queries.
+/// When the pingers' balance queries were asked, and their answer times
+/// in microseconds.
 #[derive(Default)]
 struct PingTimes {
-    answers_us: Vec<u64>,
+    answers_us: Vec<(Instant, u64)>,
     /// Queries answered with something other than `NotFound`.
     unexpected: u64,
 }
@@ -129,9 +131,8 @@ async fn ping(
     while !stop.load(Ordering::Relaxed) {
         let asked = Instant::now();
         let answer = engine.balance(business, unknown).await;
-        times
-            .answers_us
-            .push(u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let took_us = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
+        times.answers_us.push((asked, took_us));
         if !matches!(answer, Err(loyalty_actors::EngineError::NotFound { .. })) {
             times.unexpected += 1;
         }
@@ -282,10 +283,27 @@ fn main() -> Result<(), fixture::FixtureError> {
 
         let waiting = Instant::now();
         let stop_pinging = std::sync::atomic::AtomicBool::new(false);
-        let pinging = futures_util::future::join_all((0..args.pingers).map(|_| {
-            let unknown = loyalty_engine::EnrollmentId(uuid::Uuid::new_v4());
-            ping(engine_ref, business, unknown, &stop_pinging)
-        }));
+        // No actor can be idle before this (the first was activated at
+        // `activating`): the wave starts after it.
+        let wave_from = activating + Duration::from_secs(args.passivate_after_s);
+        let shards = EngineConfig::default().shards;
+        let mut unknown_per_shard = vec![Vec::new(); shards];
+        while unknown_per_shard
+            .iter()
+            .any(|ids| ids.len() < args.pingers_per_shard)
+        {
+            let id = loyalty_engine::EnrollmentId(uuid::Uuid::new_v4());
+            let ids = &mut unknown_per_shard[engine.shard_index(id)];
+            if ids.len() < args.pingers_per_shard {
+                ids.push(id);
+            }
+        }
+        let pinging = futures_util::future::join_all(
+            unknown_per_shard
+                .into_iter()
+                .flatten()
+                .map(|unknown| ping(engine_ref, business, unknown, &stop_pinging)),
+        );
         let passivating = async {
             while engine.active_enrollments() > 0 {
                 if waiting.elapsed() > Duration::from_secs(args.passivate_after_s * 3 + 60) {
@@ -305,7 +323,12 @@ fn main() -> Result<(), fixture::FixtureError> {
         if unexpected > 0 {
             return Err(format!("{unexpected} pings were answered other than NotFound").into());
         }
-        let mut answers_us: Vec<u64> = pinged.into_iter().flat_map(|p| p.answers_us).collect();
+        let mut answers_us: Vec<u64> = pinged
+            .into_iter()
+            .flat_map(|p| p.answers_us)
+            .filter(|(asked, _)| *asked >= wave_from)
+            .map(|(_, took_us)| took_us)
+            .collect();
         answers_us.sort_unstable();
         let pings = answers_us.len();
         let ping_p99_us = answers_us
@@ -320,6 +343,7 @@ fn main() -> Result<(), fixture::FixtureError> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let passive_running = Sample::running(&store)?;
         let passive_settled = Sample::settled(&store)?;
+        let passivation_slices = engine.passivation_slices();
         engine.shutdown();
         let n = args.enrollments as f64;
         let per = |after: f64, before: f64| (after - before) / n;
@@ -351,7 +375,9 @@ fn main() -> Result<(), fixture::FixtureError> {
             "heap_passivated_bytes": passive_running.heap,
             "thorough_release_max_us": THOROUGH_RELEASE_MAX_US.load(Ordering::Relaxed),
             "cheap_release_max_us": CHEAP_RELEASE_MAX_US.load(Ordering::Relaxed),
-            "passivation_pingers": args.pingers,
+            "shards": shards,
+            "passivation_pingers": shards * args.pingers_per_shard,
+            "passivation_slices": passivation_slices,
             "passivation_pings": pings,
             "passivation_ping_p99_us": ping_p99_us,
             "passivation_ping_max_us": ping_max_us,
