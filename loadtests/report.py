@@ -92,8 +92,9 @@ release_note = ("" if "thorough_release_max_us" not in mem else
   f"  (longest {mem['cheap_release_max_us']/1000:.1f} ms).")
 if "passivation_ping_max_us" in mem:
   release_note += (
-    f" While the actors passivated, {mem['passivation_pingers']} pingers each asked a shard about once a\n"
-    f"  millisecond; their {mem['passivation_pings']:,} queries waited at most\n"
+    f" While the actors passivated, {mem['passivation_pingers']} pingers (as many on each shard) each asked\n"
+    f"  about once a millisecond; their {mem['passivation_pings']:,} queries from the moment the first\n"
+    f"  actors could be idle waited at most\n"
     f"  {mem['passivation_ping_max_us']/1000:.1f} ms for their answer (p99 {mem['passivation_ping_p99_us']/1000:.2f} ms): how long the\n"
     f"  passivation wave held up a command.")
 
