@@ -17,9 +17,9 @@
 //! shard answers the commands that arrived meanwhile, so a wave of
 //! thousands of idle actors delays a command by one slice, not by the
 //! wave. At the end of a round the shard asks the allocator to give the
-//! freed memory back ([`Release`]): thoroughly only when the shard has
-//! been quiet for a whole tick, since that holds its thread for
-//! milliseconds.
+//! freed memory back ([`Release`]): thoroughly only when no command came
+//! since its previous round and many actors passivated, since that holds
+//! its thread for milliseconds.
 
 use crate::commit::DurableVersions;
 use crate::config::Release;

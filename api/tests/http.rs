@@ -168,6 +168,7 @@ fn the_contract_flow_works_end_to_end() {
         "loyalty_fsync_duration_seconds_bucket",
         "loyalty_commit_batch_events_bucket",
         "loyalty_active_enrollments",
+        "loyalty_passivation_slices_total",
     ] {
         assert!(text.contains(name), "metrics lack {name}");
     }
