@@ -53,10 +53,10 @@ pub(crate) struct Shard {
     idle_deadlines: VecDeque<(Instant, EnrollmentId)>,
     /// The passivation round under way, if a slice of it is still to run.
     round: Option<Round>,
-    /// Commands handled since the last round ended: none means the shard
-    /// was quiet since then (about a tick, less after a round that ran
-    /// long).
-    commands_since_round: u64,
+    /// Whether a command came since the last round ended: if none did, the
+    /// shard was quiet since then (about a tick, less after a round that
+    /// ran long).
+    served_since_round: bool,
     /// Actors passivated since the last thorough release.
     passivated_since_thorough: u64,
 }
@@ -93,7 +93,7 @@ impl Shard {
             actors: HashMap::new(),
             idle_deadlines: VecDeque::new(),
             round: None,
-            commands_since_round: 0,
+            served_since_round: false,
             passivated_since_thorough: 0,
         }
     }
@@ -226,8 +226,7 @@ impl Shard {
         if self.idle_deadlines.capacity() > 4 * self.idle_deadlines.len() + 1024 {
             self.idle_deadlines.shrink_to(2 * self.idle_deadlines.len());
         }
-        let quiet = self.commands_since_round == 0;
-        self.commands_since_round = 0;
+        let quiet = !std::mem::take(&mut self.served_since_round);
         self.passivated_since_thorough += passivated;
         let release = release_after_round(
             passivated,
@@ -245,10 +244,10 @@ impl Shard {
         }
     }
 
-    /// Counts a command (or a batch's commands) for [`Self::end_round`]'s
-    /// quiet test.
-    fn note_commands(&mut self, commands: usize) {
-        self.commands_since_round += commands as u64;
+    /// Notes a command (or a batch of them) for [`Self::end_round`]'s quiet
+    /// test.
+    fn note_served(&mut self) {
+        self.served_since_round = true;
     }
 }
 
@@ -281,7 +280,7 @@ impl Actor for Shard {
 impl Handler<Transact> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Transact, _ctx: &mut Self::Context) {
-        self.note_commands(1);
+        self.note_served();
         self.transact(msg);
     }
 }
@@ -289,7 +288,7 @@ impl Handler<Transact> for Shard {
 impl Handler<TransactMany> for Shard {
     type Result = ();
     fn handle(&mut self, msg: TransactMany, _ctx: &mut Self::Context) {
-        self.note_commands(msg.0.len());
+        self.note_served();
         for one in msg.0 {
             self.transact(one);
         }
@@ -318,7 +317,7 @@ impl Handler<DurableVersions> for Shard {
 impl Handler<Balance> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Balance, _ctx: &mut Self::Context) {
-        self.note_commands(1);
+        self.note_served();
         let index = self.index;
         match self.activate(msg.enrollment_id) {
             Ok((actor, rt)) => actor.balance(msg, rt, index),

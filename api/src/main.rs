@@ -18,7 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// against 47-54 B forced. A forced collect visits every page of the
 /// thread and took up to 2-10 ms there (the memory probe's longest call,
 /// run to run), so the shard asks for it ([`Release::thorough`]) only
-/// after a mass passivation and a tick without commands.
+/// after 1 024 or more passivations and a round with no command since the
+/// previous one.
 fn release_freed_memory(release: Release) {
     // SAFETY: `mi_collect` takes no pointers and may be called on any
     // thread at any time; it only frees memory no allocation holds.
