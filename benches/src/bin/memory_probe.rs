@@ -241,6 +241,7 @@ fn main() -> Result<(), fixture::FixtureError> {
             release_memory: Some(release_freed_memory),
             ..EngineConfig::default()
         };
+        let shards = config.shards;
         let engine = Engine::start(store, &recovered, config, Arc::new(SystemClock))?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let store = engine.store().clone();
@@ -286,7 +287,6 @@ fn main() -> Result<(), fixture::FixtureError> {
         // No actor can be idle before this (the first was activated at
         // `activating`): the wave starts after it.
         let wave_from = activating + Duration::from_secs(args.passivate_after_s);
-        let shards = EngineConfig::default().shards;
         let mut unknown_per_shard = vec![Vec::new(); shards];
         while unknown_per_shard
             .iter()
