@@ -2,6 +2,7 @@
 //! answers. Every route of the contract is here, each a few lines.
 
 use crate::auth::{self, Caller};
+use crate::batch_protobuf;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ops::Ops;
@@ -72,7 +73,16 @@ async fn body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut> 
     Ok(out)
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(payload: web::Payload, limit: usize) -> Result<T> {
+/// Reads and decodes a JSON body. A protobuf body is refused (415): only
+/// the batch door takes one.
+async fn decode<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T> {
+    if batch_protobuf::is_protobuf(header_str(req, "content-type")) {
+        return Err(batch_protobuf::unsupported());
+    }
     wire::decode(&body(payload, limit).await?)
 }
 
@@ -115,7 +125,7 @@ async fn create_business(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     require_operator(&req, &state)?;
-    let input: wire::CreateBusiness = decode(payload, BODY_BYTES_MAX).await?;
+    let input: wire::CreateBusiness = decode(&req, payload, BODY_BYTES_MAX).await?;
     let engine = &state.ops.engine;
     let business = engine.catalog.create_business(&input.name).await?;
     let api_key = auth::new_api_key();
@@ -146,7 +156,7 @@ async fn checkpoint(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     require_operator(&req, &state)?;
-    let input: CheckpointBody = decode(payload, BODY_BYTES_MAX).await?;
+    let input: CheckpointBody = decode(&req, payload, BODY_BYTES_MAX).await?;
     let valid = !input.name.is_empty()
         && input.name.len() <= 64
         && input
@@ -191,7 +201,7 @@ async fn create_program(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BODY_BYTES_MAX).await?;
+    let input = decode(&req, payload, BODY_BYTES_MAX).await?;
     Ok(json(
         StatusCode::CREATED,
         &state.ops.create_program(&caller, input).await?,
@@ -223,7 +233,7 @@ async fn create_customer(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BODY_BYTES_MAX).await?;
+    let input = decode(&req, payload, BODY_BYTES_MAX).await?;
     Ok(json(
         StatusCode::CREATED,
         &state.ops.create_customer(&caller, input).await?,
@@ -244,7 +254,7 @@ async fn create_enrollment(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BODY_BYTES_MAX).await?;
+    let input = decode(&req, payload, BODY_BYTES_MAX).await?;
     Ok(json(
         StatusCode::CREATED,
         &state.ops.enroll(&caller, input).await?,
@@ -265,7 +275,7 @@ async fn earn(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BODY_BYTES_MAX).await?;
+    let input = decode(&req, payload, BODY_BYTES_MAX).await?;
     let answer = state
         .ops
         .earn(
@@ -284,7 +294,7 @@ async fn redeem(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BODY_BYTES_MAX).await?;
+    let input = decode(&req, payload, BODY_BYTES_MAX).await?;
     let answer = state
         .ops
         .redeem(
@@ -303,7 +313,7 @@ async fn reverse(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BODY_BYTES_MAX).await?;
+    let input = decode(&req, payload, BODY_BYTES_MAX).await?;
     let answer = state
         .ops
         .reverse(
@@ -322,7 +332,14 @@ async fn earn_batch(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    let input = decode(payload, BATCH_BODY_BYTES_MAX).await?;
+    if batch_protobuf::is_protobuf(header_str(&req, "content-type")) {
+        let input = batch_protobuf::decode_request(&body(payload, BATCH_BODY_BYTES_MAX).await?)?;
+        let results = state.ops.earn_batch(&caller, input).await?;
+        return Ok(HttpResponse::Ok()
+            .content_type(batch_protobuf::CONTENT_TYPE)
+            .body(batch_protobuf::encode_reply(results)));
+    }
+    let input = decode(&req, payload, BATCH_BODY_BYTES_MAX).await?;
     Ok(json(
         StatusCode::OK,
         &state.ops.earn_batch(&caller, input).await?,

@@ -5,12 +5,14 @@
 //! - `ops.rs`: the operations both doors share, below the decoding.
 //! - `http.rs`: the HTTP routes; `nats.rs`: the NATS service and the event
 //!   publisher.
-//! - `wire.rs`: JSON shapes and strict decoding; `error.rs`: every error's
+//! - `wire.rs`: JSON shapes and strict decoding; `batch_protobuf.rs`: the
+//!   batch door's binary encoding; `error.rs`: every error's
 //!   status and code, in one place.
 //! - `auth.rs`: API keys and the operator token; `metrics.rs`: `/metrics`.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod batch_protobuf;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -19,6 +19,7 @@
 //!   replies; `/readyz` follows the service's connection.
 
 use crate::auth::{self, Caller};
+use crate::batch_protobuf;
 use crate::error::ApiError;
 use crate::events::EventJson;
 use crate::metrics::Metrics;
@@ -310,21 +311,33 @@ async fn answer(operation: &'static str, request: async_nats::service::Request, 
     }
 }
 
-/// Sends a reply: the body on success; on error, the error body with the
+/// A reply's body, and its media type where it is not the default JSON.
+struct Answer {
+    body: Bytes,
+    content_type: Option<&'static str>,
+}
+
+/// Sends a reply: the body on success (with a `Content-Type` header when
+/// it is not JSON); on error, the error body with the
 /// `Nats-Service-Error-Code` (the HTTP status) and `Nats-Service-Error`
 /// (the code) headers.
 async fn reply(
     operation: &'static str,
     request: &async_nats::service::Request,
-    result: Result<Bytes, ApiError>,
+    result: Result<Answer, ApiError>,
 ) {
-    let (body, headers) = match result {
-        Ok(body) => (body, HeaderMap::new()),
+    let mut headers = HeaderMap::new();
+    let body = match result {
+        Ok(answer) => {
+            if let Some(content_type) = answer.content_type {
+                headers.insert("Content-Type", content_type);
+            }
+            answer.body
+        }
         Err(err) => {
-            let mut headers = HeaderMap::new();
             headers.insert("Nats-Service-Error-Code", err.status.to_string().as_str());
             headers.insert("Nats-Service-Error", err.code);
-            (Bytes::from(err.body()), headers)
+            Bytes::from(err.body())
         }
     };
     if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
@@ -332,12 +345,15 @@ async fn reply(
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(wire::encode(value))
+fn to_json<T: Serialize>(value: &T) -> Answer {
+    Answer {
+        body: Bytes::from(wire::encode(value)),
+        content_type: None,
+    }
 }
 
 /// Decodes one request and runs it through [`Ops`]: the same path as HTTP.
-async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Bytes, ApiError> {
+async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Answer, ApiError> {
     if message.payload.len() > REQUEST_BYTES_MAX {
         return Err(ApiError::too_large(REQUEST_BYTES_MAX));
     }
@@ -351,6 +367,12 @@ async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Bytes, 
     let caller: Caller = auth::authenticate(&ops.engine, header("Authorization"))?;
     let key = header("Idempotency-Key");
     let body = &message.payload;
+    // Only the batch door speaks protobuf (`batch_protobuf`); any other
+    // media type is read as JSON, as before there was a choice.
+    let protobuf = batch_protobuf::is_protobuf(header("Content-Type"));
+    if protobuf && operation != "earn.batch" {
+        return Err(batch_protobuf::unsupported());
+    }
     if operation != "earn.batch" && body.len() > wire::BODY_BYTES_MAX {
         return Err(ApiError::too_large(wire::BODY_BYTES_MAX));
     }
@@ -374,6 +396,15 @@ async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Bytes, 
                 )
                 .await?,
             )
+        }
+        "earn.batch" if protobuf => {
+            let results = ops
+                .earn_batch(&caller, batch_protobuf::decode_request(body)?)
+                .await?;
+            Answer {
+                body: Bytes::from(batch_protobuf::encode_reply(results)),
+                content_type: Some(batch_protobuf::CONTENT_TYPE),
+            }
         }
         "earn.batch" => to_json(&ops.earn_batch(&caller, wire::decode(body)?).await?),
         _ => return Err(ApiError::not_found("operation")),

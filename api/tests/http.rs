@@ -523,3 +523,118 @@ fn ids_of_other_kinds_of_record_are_simply_not_enrollments() {
         assert_eq!(status, 404);
     }
 }
+
+/// The batch door in protobuf (`docs/api/earn_batch.proto`): the same
+/// items give the same answers as in JSON, a retry in either encoding is
+/// the same transaction, and whatever is refused changes nothing.
+#[test]
+fn the_batch_door_speaks_protobuf_with_the_json_doors_answers() {
+    use loyalty_api::batch_protobuf::{
+        EarnBatchReply, EarnBatchRequest, EarnItem, Outcome, CONTENT_TYPE,
+    };
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let t = tenant(&server, "Shop");
+    let key = Some(t.key.as_str());
+    let item = |points: i64, idempotency_key: &str| EarnItem {
+        enrollment_id: t.enrollment_id.clone(),
+        points: Some(points),
+        idempotency_key: idempotency_key.into(),
+        ..EarnItem::default()
+    };
+    let batch = EarnBatchRequest {
+        items: vec![
+            item(5, "p1"),
+            item(0, "p2"),
+            EarnItem {
+                enrollment_id: "00000000-0000-0000-0000-000000000000".into(),
+                ..item(5, "p3")
+            },
+            item(5, ""),
+        ],
+    }
+    .encode_to_vec();
+    let send = |body: &[u8]| server.post_bytes("/v1/earn/batch", key, body, CONTENT_TYPE);
+    let answered = send(&batch);
+    assert_eq!(answered.status, 200, "{}", answered.json());
+    assert_eq!(answered.header("content-type"), Some(CONTENT_TYPE));
+    let reply = EarnBatchReply::decode(answered.body.as_slice()).expect("a protobuf reply");
+    let outcomes: Vec<_> = reply
+        .results
+        .iter()
+        .map(|r| r.outcome.clone().unwrap())
+        .collect();
+    let Outcome::Earned(earned) = &outcomes[0] else {
+        panic!("the first item earns: {:?}", outcomes[0]);
+    };
+    assert_eq!((earned.points, earned.balance), (5, 5));
+    assert_eq!(earned.enrollment_id, t.enrollment_id);
+    assert!(!earned.transaction_id.is_empty() && !earned.event_id.is_empty());
+    let errors: Vec<_> = outcomes[1..]
+        .iter()
+        .map(|o| match o {
+            Outcome::Error(e) => (e.status, e.code.as_str(), e.field.as_deref()),
+            Outcome::Earned(e) => panic!("an invalid item earned: {e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (400, "INVALID_FIELD", Some("points")),
+            (404, "NOT_FOUND", None),
+            (400, "INVALID_FIELD", Some("idempotencyKey")),
+        ]
+    );
+
+    // A retry in protobuf, and the same first item in JSON, are the same
+    // transaction: one effect.
+    let again = EarnBatchReply::decode(send(&batch).body.as_slice()).unwrap();
+    assert_eq!(again, reply, "a retried batch answers the same");
+    let (status, json_batch) = server.post(
+        "/v1/earn/batch",
+        key,
+        &json!({"items": [{"enrollmentId": t.enrollment_id, "points": 5, "idempotencyKey": "p1"}]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        json_batch["results"][0]["transactionId"],
+        earned.transaction_id.as_str()
+    );
+
+    // Refused as a whole, each with the contract's JSON error body.
+    let refusals = [
+        (send(b"\xff\xff\xff"), 400, "INVALID_PROTOBUF"),
+        (
+            send(
+                &EarnBatchRequest {
+                    items: (0..5_001).map(|n| item(1, &format!("many-{n}"))).collect(),
+                }
+                .encode_to_vec(),
+            ),
+            400,
+            "INVALID_FIELD",
+        ),
+        (
+            server.post_bytes("/v1/earn/batch", Some("lk_wrong"), &batch, CONTENT_TYPE),
+            401,
+            "UNAUTHORIZED",
+        ),
+        (
+            server.post_bytes(&earn_path(&t), key, &batch, CONTENT_TYPE),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+    ];
+    for (response, status, code) in refusals {
+        assert_eq!(
+            (response.status, response.json()["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{}",
+            response.json()
+        );
+    }
+    let (_, enrollment) = server.get(&format!("/v1/enrollments/{}", t.enrollment_id), key);
+    assert_eq!(enrollment["balance"], 5, "one earn of 5, nothing else");
+}

@@ -177,6 +177,71 @@ async fn every_operation_answers_over_nats_as_over_http() {
     assert_eq!(batch.body["results"][0]["balance"], 125);
     assert_eq!(batch.body["results"][1]["error"]["field"], "points");
 
+    // The batch door in protobuf answers in kind, with its media type; a
+    // retried JSON item (key b1) is the same transaction, a new one earns.
+    {
+        use loyalty_api::batch_protobuf::{
+            EarnBatchReply, EarnBatchRequest, EarnItem, Outcome, CONTENT_TYPE,
+        };
+        use prost::Message;
+        let item = |points: i64, key: &str| EarnItem {
+            enrollment_id: e.to_owned(),
+            points: Some(points),
+            idempotency_key: key.to_owned(),
+            ..EarnItem::default()
+        };
+        let body = EarnBatchRequest {
+            items: vec![item(5, "b1"), item(7, "pb2")],
+        }
+        .encode_to_vec();
+        let protobuf_request = |subject: &'static str| {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Authorization", format!("Bearer {}", t.key).as_str());
+            headers.insert("Content-Type", CONTENT_TYPE);
+            client.request_with_headers(subject, headers, body.clone().into())
+        };
+        let message = protobuf_request("loyalty.v1.earn.batch").await.unwrap();
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        assert_eq!(header("Nats-Service-Error"), None);
+        assert_eq!(header("Content-Type").as_deref(), Some(CONTENT_TYPE));
+        let reply = EarnBatchReply::decode(message.payload.as_ref()).unwrap();
+        let earned: Vec<_> = reply
+            .results
+            .iter()
+            .map(|r| match &r.outcome {
+                Some(Outcome::Earned(earned)) => (earned.transaction_id.clone(), earned.balance),
+                other => panic!("not earned: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            earned,
+            [
+                (
+                    batch.body["results"][0]["transactionId"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    125
+                ),
+                (earned[1].0.clone(), 132)
+            ]
+        );
+        // Only the batch door takes protobuf.
+        let refused = protobuf_request("loyalty.v1.earn").await.unwrap();
+        let code = refused
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Service-Error-Code"))
+            .map(|v| v.as_str().to_owned());
+        assert_eq!(code.as_deref(), Some("415"));
+    }
+
     // Errors: bad key, bad body, another business's enrollment.
     let unauthorized = request(
         &client,
@@ -285,7 +350,7 @@ async fn every_operation_answers_over_nats_as_over_http() {
         );
     }
     let (_, after) = server.get(&format!("/v1/enrollments/{e}"), Some(&t.key));
-    assert_eq!(after["balance"], 125, "refused requests changed nothing");
+    assert_eq!(after["balance"], 132, "refused requests changed nothing");
     let conflict = request(
         &client,
         "loyalty.v1.earn",

@@ -141,6 +141,17 @@ impl Server {
         http(self.port, method, path, key, body, headers)
     }
 
+    /// A POST of any bytes with the given media type.
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &[u8],
+        content_type: &str,
+    ) -> Response {
+        http_bytes(self.port, "POST", path, key, body, Some(content_type), &[])
+    }
+
     pub fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
         let r = self.request("GET", path, key, None, &[]);
         (r.status, r.json())
@@ -199,14 +210,28 @@ pub fn http(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Response {
+    let body = body.unwrap_or("").as_bytes();
+    let content_type = (!body.is_empty()).then_some("application/json");
+    http_bytes(port, method, path, key, body, content_type, headers)
+}
+
+/// [`http`] with a body of any bytes and media type.
+pub fn http_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Response {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let body = body.unwrap_or("");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
+    if let Some(content_type) = content_type {
+        request.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
     if let Some(key) = key {
         request.push_str(&format!("Authorization: Bearer {key}\r\n"));
@@ -215,8 +240,9 @@ pub fn http(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     parse_response(&raw)

@@ -9,13 +9,18 @@
 //! With `--batch N` each iteration is one batch request (`…earn.batch`)
 //! of N earns over N enrollments, each with its own key; its check passes
 //! only if every item succeeded, and the summary counts earns as well.
+//! `--encoding protobuf` sends the batches in the batch door's binary
+//! encoding (`Content-Type: application/protobuf`) and reads the replies
+//! in it.
 //!
 //! ```text
 //! nats_load --url nats://127.0.0.1:4222 --api-key lk_… --enrollments-file ids.txt --vus 256 --duration 15s
 //! nats_load … --rate 5000 --max-in-flight 1024          # open model
 //! ```
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use loyalty_api::batch_protobuf::{self, EarnBatchReply, EarnBatchRequest, EarnItem, Outcome};
+use prost::Message;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,9 +67,19 @@ struct Args {
     /// (`{"items": [...]}`) for the batch subject.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// How a batch is encoded: the contract's JSON, or the batch door's
+    /// protobuf messages.
+    #[arg(long, value_enum, default_value_t = Encoding::Json)]
+    encoding: Encoding,
     /// Writes the summary as JSON here.
     #[arg(long)]
     summary_export: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Encoding {
+    Json,
+    Protobuf,
 }
 
 fn parse_duration(text: &str) -> Duration {
@@ -97,21 +112,41 @@ async fn one_request(
     enrollments: &[String],
     tally: &Tally,
 ) {
-    let item = |n: u64| {
-        let enrollment = &enrollments[(n as usize).wrapping_mul(2_654_435_761) % enrollments.len()];
-        json!({"enrollmentId": enrollment, "points": 10, "idempotencyKey": format!("nl-{}-{n}", std::process::id())})
-    };
-    let body = if args.batch > 1 {
+    let enrollment =
+        |n: u64| &enrollments[(n as usize).wrapping_mul(2_654_435_761) % enrollments.len()];
+    let key = |n: u64| format!("nl-{}-{n}", std::process::id());
+    let item =
+        |n: u64| json!({"enrollmentId": enrollment(n), "points": 10, "idempotencyKey": key(n)});
+    let protobuf = args.batch > 1 && args.encoding == Encoding::Protobuf;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {}", args.api_key).as_str());
+    let body = if protobuf {
+        let first = tally
+            .counter
+            .fetch_add(args.batch as u64, Ordering::Relaxed);
+        headers.insert("Content-Type", batch_protobuf::CONTENT_TYPE);
+        EarnBatchRequest {
+            items: (first..first + args.batch as u64)
+                .map(|n| EarnItem {
+                    enrollment_id: enrollment(n).clone(),
+                    points: Some(10),
+                    idempotency_key: key(n),
+                    ..EarnItem::default()
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    } else if args.batch > 1 {
         let first = tally
             .counter
             .fetch_add(args.batch as u64, Ordering::Relaxed);
         let items: Vec<_> = (first..first + args.batch as u64).map(item).collect();
-        json!({ "items": items }).to_string()
+        json!({ "items": items }).to_string().into_bytes()
     } else {
-        item(tally.counter.fetch_add(1, Ordering::Relaxed)).to_string()
+        item(tally.counter.fetch_add(1, Ordering::Relaxed))
+            .to_string()
+            .into_bytes()
     };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Authorization", format!("Bearer {}", args.api_key).as_str());
     let started = Instant::now();
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
@@ -120,7 +155,7 @@ async fn one_request(
     .await;
     let elapsed_us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
     let ok = matches!(&reply, Ok(Ok(m)) if m.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")).is_none()
-        && (args.batch <= 1 || batch_all_ok(&m.payload, args.batch)));
+        && (args.batch <= 1 || batch_all_ok(&m.payload, args.batch, protobuf)));
     if ok {
         tally.passes.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -130,7 +165,16 @@ async fn one_request(
 }
 
 /// Whether a batch answer holds `items` results and none is an error.
-fn batch_all_ok(payload: &[u8], items: usize) -> bool {
+fn batch_all_ok(payload: &[u8], items: usize, protobuf: bool) -> bool {
+    if protobuf {
+        return EarnBatchReply::decode(payload).is_ok_and(|reply| {
+            reply.results.len() == items
+                && reply
+                    .results
+                    .iter()
+                    .all(|r| matches!(r.outcome, Some(Outcome::Earned(_))))
+        });
+    }
     let Ok(answer) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return false;
     };
@@ -220,6 +264,7 @@ async fn main() -> Result<(), async_nats::Error> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let protobuf_batches = args.batch > 1 && args.encoding == Encoding::Protobuf;
     let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().unwrap());
     latencies.sort_unstable();
     let count = latencies.len() as u64;
@@ -242,7 +287,7 @@ async fn main() -> Result<(), async_nats::Error> {
     let p99_ok = p99 < args.threshold_p99_ms;
     let failed_ok = failed_rate < args.threshold_failed_rate;
     let summary = json!({
-        "options": {"subject": args.subject, "vus": if args.rate.is_none() { Some(args.vus) } else { None }, "rate": args.rate, "duration_s": duration.as_secs_f64()},
+        "options": {"subject": args.subject, "encoding": if protobuf_batches { "protobuf" } else { "json" }, "vus": if args.rate.is_none() { Some(args.vus) } else { None }, "rate": args.rate, "duration_s": duration.as_secs_f64()},
         "metrics": {
             "nats_reqs": {"count": count, "rate": count as f64 / elapsed},
             "earns": {"count": passes * args.batch as u64, "rate": (passes * args.batch as u64) as f64 / elapsed},

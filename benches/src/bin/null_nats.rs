@@ -1,12 +1,16 @@
 //! The do-nothing NATS responder: the ceiling of the NATS door. It serves
 //! `<prefix>.earn` and `<prefix>.earn.batch` in a queue group, decodes each
 //! body strictly as the engine does, and answers fixed earn answers (one
-//! per item for a batch), keeping no state.
+//! per item for a batch), keeping no state. A batch sent with
+//! `Content-Type: application/protobuf` is decoded and answered in
+//! protobuf, through the engine's own functions.
 //!
 //! Usage: `null_nats nats://127.0.0.1:4222 [prefix]` (prefix default `null.v1`)
 
 use futures_util::StreamExt;
-use loyalty_api::wire::{self, EarnBatchBody, EarnBody};
+use loyalty_api::batch_protobuf;
+use loyalty_api::ops::{BatchItem, BatchResults};
+use loyalty_api::wire::{self, EarnBatchBody, EarnBody, TransactionBody};
 
 /// The same allocator as the `loyalty` binary, so the comparison is of
 /// the work done, not of allocators.
@@ -53,6 +57,25 @@ async fn main() -> Result<(), async_nats::Error> {
 /// Decodes one request strictly and publishes its fixed answer.
 async fn respond(client: &async_nats::Client, message: async_nats::Message, is_batch: bool) {
     let Some(reply) = message.reply else { return };
+    let content_type = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str());
+    if is_batch && batch_protobuf::is_protobuf(content_type) {
+        let body = match batch_protobuf::decode_request(&message.payload) {
+            Ok(batch) => batch_protobuf::encode_reply(BatchResults {
+                results: batch.items.iter().map(typed_answer).collect(),
+            }),
+            Err(err) => err.body(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", batch_protobuf::CONTENT_TYPE);
+        let _ = client
+            .publish_with_headers(reply, headers, body.into())
+            .await;
+        return;
+    }
     let body = if is_batch {
         match wire::decode::<EarnBatchBody>(&message.payload) {
             Ok(batch) => {
@@ -78,5 +101,20 @@ fn answer(earn: &EarnBody) -> serde_json::Value {
         "points": earn.points.unwrap_or(1),
         "balance": 1000, "pending": 0, "tier": "member",
         "eventId": "0190d6a1-2b3c-7d4e-8f90-000000000002",
+    })
+}
+
+/// The same fixed answer as the engine's typed answer, for the protobuf
+/// batch (encoded by the engine's own function).
+fn typed_answer(earn: &EarnBody) -> BatchItem {
+    BatchItem::Ok(TransactionBody {
+        transaction_id: "0190d6a1-2b3c-7d4e-8f90-000000000001".into(),
+        enrollment_id: earn.enrollment_id.clone().unwrap_or_default(),
+        points: earn.points.unwrap_or(1),
+        balance: 1000,
+        pending: 0,
+        tier: Some("member".into()),
+        event_id: "0190d6a1-2b3c-7d4e-8f90-000000000002".into(),
+        shortfall: None,
     })
 }
