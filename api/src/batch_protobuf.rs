@@ -149,9 +149,11 @@ pub fn decode_request(body: &[u8]) -> Result<EarnBatchBody, ApiError> {
                 .map_err(|e| undecodable("items", &e))?;
             continue;
         }
-        let field = format!("items[{}]", items.len());
+        // Named only when something is wrong: a string per item would cost
+        // as much as decoding it.
+        let field = || format!("items[{}]", items.len());
         if wire_type != WireType::LengthDelimited {
-            return Err(ApiError::invalid(field, "is not a message"));
+            return Err(ApiError::invalid(field(), "is not a message"));
         }
         if items.len() == BATCH_ITEMS_MAX {
             return Err(ApiError::invalid(
@@ -159,14 +161,14 @@ pub fn decode_request(body: &[u8]) -> Result<EarnBatchBody, ApiError> {
                 format!("must hold 1 to {BATCH_ITEMS_MAX} items"),
             ));
         }
-        let length = decode_varint(&mut buf).map_err(|e| undecodable(&field, &e))?;
+        let length = decode_varint(&mut buf).map_err(|e| undecodable(&field(), &e))?;
         let length = usize::try_from(length)
             .ok()
             .filter(|length| *length <= buf.remaining())
-            .ok_or_else(|| undecodable_text(&field, "its length runs past the body"))?;
+            .ok_or_else(|| undecodable_text(&field(), "its length runs past the body"))?;
         let (item, rest) = buf.split_at(length);
         buf = rest;
-        let item = EarnItem::decode(item).map_err(|e| undecodable(&field, &e))?;
+        let item = EarnItem::decode(item).map_err(|e| undecodable(&field(), &e))?;
         items.push(EarnBody {
             enrollment_id: non_empty(item.enrollment_id),
             points: item.points,

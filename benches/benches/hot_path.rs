@@ -5,6 +5,9 @@
 //! - `snapshot/encode`, `snapshot/decode`: an enrollment's snapshot through
 //!   its checksummed postcard envelope.
 //! - `json/earn_decode`, `json/answer_encode`: the HTTP/NATS body of an earn.
+//! - `batch/{json,protobuf}_{decode,encode}`: a batch of 1 000 earns and
+//!   its 1 000 answers in the batch door's two encodings; throughput in
+//!   earns per second.
 //! - `group_commit/<events>`: one synced RocksDB write of a batch of that many
 //!   events; throughput in events per second.
 //! - `actor/round_trip_*`: `Engine::transact` end to end (fsync and
@@ -14,7 +17,9 @@
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use loyalty_actors::{Durability, Engine, EngineConfig, ManualClock};
-use loyalty_api::wire::{self, EarnBody, TransactionBody};
+use loyalty_api::batch_protobuf::{self, EarnBatchRequest, EarnItem};
+use loyalty_api::ops::{BatchItem, BatchResults};
+use loyalty_api::wire::{self, EarnBatchBody, EarnBody, TransactionBody};
 use loyalty_benches::fixture::rules;
 use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
 use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
@@ -22,6 +27,7 @@ use loyalty_engine::idempotency::IdempotencyKey;
 use loyalty_engine::program::ProgramRules;
 use loyalty_engine::*;
 use loyalty_persistence::{CommitGroup, KeyDigests, LogRecord, Store, StoreOptions, StoredAnswer};
+use prost::Message as _;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,6 +131,72 @@ fn domain(c: &mut Criterion) {
             .unwrap()
         })
     });
+}
+
+/// The batch door's decoding and encoding, JSON against protobuf, for a
+/// batch of this many earns (the load tests' size).
+const BATCH_EARNS: usize = 1_000;
+
+fn batch_encodings(c: &mut Criterion) {
+    let id = |n: usize| format!("0190d6a1-2b3c-7d4e-8f90-{n:012}");
+    let key = |n: usize| format!("till-4-receipt-{n}");
+    let json_body = serde_json::to_vec(&serde_json::json!({
+        "items": (0..BATCH_EARNS)
+            .map(|n| serde_json::json!({"enrollmentId": id(n), "points": 120, "idempotencyKey": key(n)}))
+            .collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let protobuf_body = EarnBatchRequest {
+        items: (0..BATCH_EARNS)
+            .map(|n| EarnItem {
+                enrollment_id: id(n),
+                points: Some(120),
+                idempotency_key: key(n),
+                ..EarnItem::default()
+            })
+            .collect(),
+    }
+    .encode_to_vec();
+    let results = || BatchResults {
+        results: (0..BATCH_EARNS)
+            .map(|n| {
+                BatchItem::Ok(TransactionBody {
+                    transaction_id: "0190d6a1-2b3c-7d4e-8f90-000000000001".into(),
+                    enrollment_id: id(n),
+                    points: 120,
+                    balance: 4_520,
+                    pending: 0,
+                    tier: Some("Gold".into()),
+                    event_id: "0190d6a1-2b3c-7d4e-8f90-000000000002".into(),
+                    shortfall: None,
+                })
+            })
+            .collect(),
+    };
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Elements(BATCH_EARNS as u64));
+    group.bench_function("json_decode", |b| {
+        b.iter(|| wire::decode::<EarnBatchBody>(black_box(&json_body)).unwrap())
+    });
+    group.bench_function("protobuf_decode", |b| {
+        b.iter(|| batch_protobuf::decode_request(black_box(&protobuf_body)).unwrap())
+    });
+    // The answers are built outside the timing; only the encoding is timed.
+    group.bench_function("json_encode", |b| {
+        b.iter_batched(
+            results,
+            |results| wire::encode(&results),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("protobuf_encode", |b| {
+        b.iter_batched(
+            results,
+            batch_protobuf::encode_reply,
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
 }
 
 fn group_commit(c: &mut Criterion) {
@@ -277,5 +349,5 @@ fn actors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, domain, group_commit, actors);
+criterion_group!(benches, domain, batch_encodings, group_commit, actors);
 criterion_main!(benches);
