@@ -153,7 +153,10 @@ pub fn decode_request(body: &[u8]) -> Result<EarnBatchBody, ApiError> {
         // as much as decoding it.
         let field = || format!("items[{}]", items.len());
         if wire_type != WireType::LengthDelimited {
-            return Err(ApiError::invalid(field(), "is not a message"));
+            return Err(undecodable_text(
+                &field(),
+                &format!("is not a message (wire type {wire_type:?})"),
+            ));
         }
         if items.len() == BATCH_ITEMS_MAX {
             return Err(ApiError::invalid(
@@ -339,7 +342,23 @@ mod tests {
 
         // JSON sent with the protobuf media type is not a protobuf batch.
         let err = decode_request(br#"{"items":[]}"#).err().expect("refused");
-        assert_eq!(err.status, 400);
+        assert_eq!((err.status, err.code), (400, "INVALID_PROTOBUF"));
+
+        // Field 1 as a number rather than a message.
+        let mut not_a_message = Vec::new();
+        prost::encoding::int64::encode(ITEMS_TAG, &7, &mut not_a_message);
+        let err = decode_request(&not_a_message).err().expect("refused");
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            ("INVALID_PROTOBUF", Some("items[0]"))
+        );
+    }
+
+    #[test]
+    fn an_empty_body_is_no_items_which_the_batch_door_refuses() {
+        // Decoding cannot refuse it (an empty message is valid protobuf);
+        // `Ops::earn_batch` refuses zero items on `items`, as in JSON.
+        assert!(decode_request(b"").unwrap().items.is_empty());
     }
 
     #[test]
@@ -425,6 +444,64 @@ mod tests {
         assert_eq!(
             seen, expected,
             "{message}: encoded fields against the schema's"
+        );
+    }
+
+    /// Fields the schema marks `optional`, per message.
+    fn optional_fields(message: &str) -> BTreeMap<u32, WireType> {
+        let text = include_str!("../../docs/api/earn_batch.proto");
+        let body = text
+            .split(&format!("message {message} {{"))
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_else(|| panic!("{message} in the schema"));
+        body.lines()
+            .map(|l| l.split("//").next().unwrap().trim())
+            .filter_map(|l| l.strip_prefix("optional "))
+            .map(|l| {
+                let (decl, number) = l.split_once('=').unwrap();
+                let wire = if decl.trim_start().starts_with("int64") {
+                    WireType::Varint
+                } else {
+                    WireType::LengthDelimited
+                };
+                (number.trim().trim_end_matches(';').parse().unwrap(), wire)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exactly_the_schemas_optional_fields_keep_a_zero_value() {
+        // With every field at its zero value, proto3 encodes only the
+        // fields with explicit presence: an `optional` lost on either side
+        // would make a points or amount of 0 unsendable, or send it always.
+        let zero_item = EarnItem {
+            enrollment_id: String::new(),
+            points: Some(0),
+            amount: Some(0),
+            idempotency_key: String::new(),
+            reason: Some(String::new()),
+            reference: Some(String::new()),
+        };
+        assert_eq!(
+            fields_of(&zero_item.encode_to_vec()),
+            optional_fields("EarnItem")
+        );
+        let zero_earned = Earned {
+            tier: Some(String::new()),
+            ..Earned::default()
+        };
+        assert_eq!(
+            fields_of(&zero_earned.encode_to_vec()),
+            optional_fields("Earned")
+        );
+        let zero_error = ItemError {
+            field: Some(String::new()),
+            ..ItemError::default()
+        };
+        assert_eq!(
+            fields_of(&zero_error.encode_to_vec()),
+            optional_fields("ItemError")
         );
     }
 

@@ -588,20 +588,67 @@ fn the_batch_door_speaks_protobuf_with_the_json_doors_answers() {
         ]
     );
 
-    // A retry in protobuf, and the same first item in JSON, are the same
-    // transaction: one effect.
-    let again = EarnBatchReply::decode(send(&batch).body.as_slice()).unwrap();
+    // A retry in protobuf (here under the older media type name) answers
+    // the same; the same items in JSON answer the same, field for field,
+    // the first as the same transaction: one effect.
+    let retried = server.post_bytes("/v1/earn/batch", key, &batch, "application/x-protobuf");
+    assert_eq!(retried.header("content-type"), Some(CONTENT_TYPE));
+    let again = EarnBatchReply::decode(retried.body.as_slice()).unwrap();
     assert_eq!(again, reply, "a retried batch answers the same");
     let (status, json_batch) = server.post(
         "/v1/earn/batch",
         key,
-        &json!({"items": [{"enrollmentId": t.enrollment_id, "points": 5, "idempotencyKey": "p1"}]}),
+        &json!({"items": [
+            {"enrollmentId": t.enrollment_id, "points": 5, "idempotencyKey": "p1"},
+            {"enrollmentId": t.enrollment_id, "points": 0, "idempotencyKey": "p2"},
+            {"enrollmentId": "00000000-0000-0000-0000-000000000000", "points": 5, "idempotencyKey": "p3"},
+            {"enrollmentId": t.enrollment_id, "points": 5}
+        ]}),
     );
     assert_eq!(status, 200);
+    let in_json = json_batch["results"].as_array().unwrap();
+    let first = &in_json[0];
     assert_eq!(
-        json_batch["results"][0]["transactionId"],
-        earned.transaction_id.as_str()
+        (
+            first["transactionId"].as_str(),
+            first["enrollmentId"].as_str(),
+            first["points"].as_i64(),
+            first["balance"].as_i64(),
+            first["pending"].as_i64(),
+            first["tier"].as_str(),
+            first["eventId"].as_str(),
+        ),
+        (
+            Some(earned.transaction_id.as_str()),
+            Some(earned.enrollment_id.as_str()),
+            Some(earned.points),
+            Some(earned.balance),
+            Some(earned.pending),
+            earned.tier.as_deref(),
+            Some(earned.event_id.as_str()),
+        )
     );
+    for (outcome, in_json) in outcomes[1..].iter().zip(&in_json[1..]) {
+        let Outcome::Error(e) = outcome else {
+            unreachable!("checked above")
+        };
+        let j = &in_json["error"];
+        assert_eq!(
+            (
+                Some(e.code.as_str()),
+                Some(e.message.as_str()),
+                e.field.as_deref(),
+                Some(u64::from(e.status)),
+            ),
+            (
+                j["code"].as_str(),
+                j["message"].as_str(),
+                j["field"].as_str(),
+                j["status"].as_u64(),
+            ),
+            "the same item's error in protobuf and in JSON"
+        );
+    }
 
     // Refused as a whole, each with the contract's JSON error body.
     let refusals = [
@@ -626,6 +673,12 @@ fn the_batch_door_speaks_protobuf_with_the_json_doors_answers() {
             415,
             "UNSUPPORTED_MEDIA_TYPE",
         ),
+        (
+            send(&vec![0u8; 4 * 1024 * 1024 + 1]),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (send(b""), 400, "INVALID_FIELD"),
     ];
     for (response, status, code) in refusals {
         assert_eq!(

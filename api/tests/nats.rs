@@ -232,14 +232,50 @@ async fn every_operation_answers_over_nats_as_over_http() {
                 (earned[1].0.clone(), 132)
             ]
         );
-        // Only the batch door takes protobuf.
-        let refused = protobuf_request("loyalty.v1.earn").await.unwrap();
-        let code = refused
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Service-Error-Code"))
-            .map(|v| v.as_str().to_owned());
-        assert_eq!(code.as_deref(), Some("415"));
+        // Refused as a whole: the contract's JSON error body and headers,
+        // no protobuf media type. Only the batch door takes protobuf, and
+        // a body that is not a batch is named as such.
+        let mut garbage_headers = async_nats::HeaderMap::new();
+        garbage_headers.insert("Authorization", format!("Bearer {}", t.key).as_str());
+        garbage_headers.insert("Content-Type", CONTENT_TYPE);
+        let refusals = [
+            (
+                protobuf_request("loyalty.v1.earn").await.unwrap(),
+                "415",
+                "UNSUPPORTED_MEDIA_TYPE",
+            ),
+            (
+                client
+                    .request_with_headers(
+                        "loyalty.v1.earn.batch",
+                        garbage_headers,
+                        vec![0xffu8, 0xff, 0xff].into(),
+                    )
+                    .await
+                    .unwrap(),
+                "400",
+                "INVALID_PROTOBUF",
+            ),
+        ];
+        for (refused, status, code) in refusals {
+            let header = |name: &str| {
+                refused
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            let body: Value = serde_json::from_slice(&refused.payload).unwrap();
+            assert_eq!(
+                (
+                    header("Nats-Service-Error-Code").as_deref(),
+                    header("Nats-Service-Error").as_deref(),
+                    body["error"]["code"].as_str(),
+                    header("Content-Type"),
+                ),
+                (Some(status), Some(code), Some(code), None)
+            );
+        }
     }
 
     // Errors: bad key, bad body, another business's enrollment.

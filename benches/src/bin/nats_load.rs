@@ -21,6 +21,7 @@
 use clap::{Parser, ValueEnum};
 use loyalty_api::batch_protobuf::{self, EarnBatchReply, EarnBatchRequest, EarnItem, Outcome};
 use prost::Message;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,9 +116,12 @@ async fn one_request(
     let enrollment =
         |n: u64| &enrollments[(n as usize).wrapping_mul(2_654_435_761) % enrollments.len()];
     let key = |n: u64| format!("nl-{}-{n}", std::process::id());
-    let item =
-        |n: u64| json!({"enrollmentId": enrollment(n), "points": 10, "idempotencyKey": key(n)});
-    let protobuf = args.batch > 1 && args.encoding == Encoding::Protobuf;
+    let item = |n: u64| JsonEarn {
+        enrollment_id: enrollment(n),
+        points: 10,
+        idempotency_key: key(n),
+    };
+    let protobuf = args.encoding == Encoding::Protobuf;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Authorization", format!("Bearer {}", args.api_key).as_str());
     let body = if protobuf {
@@ -141,11 +145,10 @@ async fn one_request(
             .counter
             .fetch_add(args.batch as u64, Ordering::Relaxed);
         let items: Vec<_> = (first..first + args.batch as u64).map(item).collect();
-        json!({ "items": items }).to_string().into_bytes()
+        serde_json::to_vec(&JsonBatch { items }).expect("a batch serializes")
     } else {
-        item(tally.counter.fetch_add(1, Ordering::Relaxed))
-            .to_string()
-            .into_bytes()
+        serde_json::to_vec(&item(tally.counter.fetch_add(1, Ordering::Relaxed)))
+            .expect("an earn serializes")
     };
     let started = Instant::now();
     let reply = tokio::time::timeout(
@@ -175,12 +178,36 @@ fn batch_all_ok(payload: &[u8], items: usize, protobuf: bool) -> bool {
                     .all(|r| matches!(r.outcome, Some(Outcome::Earned(_))))
         });
     }
-    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(payload) else {
-        return false;
-    };
-    answer["results"].as_array().is_some_and(|results| {
-        results.len() == items && results.iter().all(|r| r.get("error").is_none())
+    serde_json::from_slice::<JsonReply>(payload).is_ok_and(|reply| {
+        reply.results.len() == items && reply.results.iter().all(|r| r.error.is_none())
     })
+}
+
+/// An earn as the JSON door takes it; typed, as a POS system would build
+/// it, so that the load generator's cost is alike in both encodings.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonEarn<'a> {
+    enrollment_id: &'a str,
+    points: i64,
+    idempotency_key: String,
+}
+
+#[derive(Serialize)]
+struct JsonBatch<'a> {
+    items: Vec<JsonEarn<'a>>,
+}
+
+/// The part of a JSON batch answer the check reads: whether each result
+/// is an error (every other field is skipped unread).
+#[derive(Deserialize)]
+struct JsonReply {
+    results: Vec<JsonResult>,
+}
+
+#[derive(Deserialize)]
+struct JsonResult {
+    error: Option<serde::de::IgnoredAny>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -194,6 +221,10 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), async_nats::Error> {
     let args = Args::parse();
+    if args.encoding == Encoding::Protobuf && args.batch <= 1 {
+        eprintln!("--encoding protobuf is the batch door's: give --batch 2 or more");
+        std::process::exit(2);
+    }
     let enrollments: Vec<String> = std::fs::read_to_string(&args.enrollments_file)?
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -264,7 +295,7 @@ async fn main() -> Result<(), async_nats::Error> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let protobuf_batches = args.batch > 1 && args.encoding == Encoding::Protobuf;
+    let protobuf_batches = args.encoding == Encoding::Protobuf;
     let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().unwrap());
     latencies.sort_unstable();
     let count = latencies.len() as u64;

@@ -54,7 +54,11 @@ async fn main() -> Result<(), async_nats::Error> {
     Ok(())
 }
 
-/// Decodes one request strictly and publishes its fixed answer.
+/// Decodes one request strictly and publishes its fixed answer, decoding
+/// and encoding with the engine's own typed functions in either encoding
+/// (so the ceiling is of the same door work, not of a slower JSON path).
+/// A refused request is answered as the engine answers it: the JSON error
+/// body with the service error headers.
 async fn respond(client: &async_nats::Client, message: async_nats::Message, is_batch: bool) {
     let Some(reply) = message.reply else { return };
     let content_type = message
@@ -62,52 +66,40 @@ async fn respond(client: &async_nats::Client, message: async_nats::Message, is_b
         .as_ref()
         .and_then(|h| h.get("Content-Type"))
         .map(|v| v.as_str());
-    if is_batch && batch_protobuf::is_protobuf(content_type) {
-        let body = match batch_protobuf::decode_request(&message.payload) {
-            Ok(batch) => batch_protobuf::encode_reply(BatchResults {
-                results: batch.items.iter().map(typed_answer).collect(),
-            }),
-            Err(err) => err.body(),
-        };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Content-Type", batch_protobuf::CONTENT_TYPE);
-        let _ = client
-            .publish_with_headers(reply, headers, body.into())
-            .await;
-        return;
-    }
-    let body = if is_batch {
-        match wire::decode::<EarnBatchBody>(&message.payload) {
-            Ok(batch) => {
-                let results: Vec<_> = batch.items.iter().map(answer).collect();
-                serde_json::json!({ "results": results }).to_string()
-            }
-            Err(err) => String::from_utf8_lossy(&err.body()).into_owned(),
-        }
+    let mut headers = async_nats::HeaderMap::new();
+    let answered = if is_batch && batch_protobuf::is_protobuf(content_type) {
+        batch_protobuf::decode_request(&message.payload).map(|batch| {
+            headers.insert("Content-Type", batch_protobuf::CONTENT_TYPE);
+            batch_protobuf::encode_reply(answers(&batch))
+        })
+    } else if is_batch {
+        wire::decode::<EarnBatchBody>(&message.payload).map(|batch| wire::encode(&answers(&batch)))
     } else {
-        match wire::decode::<EarnBody>(&message.payload) {
-            Ok(earn) => answer(&earn).to_string(),
-            Err(err) => String::from_utf8_lossy(&err.body()).into_owned(),
-        }
+        wire::decode::<EarnBody>(&message.payload).map(|earn| wire::encode(&answer(&earn)))
     };
-    let _ = client.publish(reply, body.into()).await;
+    let body = answered.unwrap_or_else(|err| {
+        headers.insert("Nats-Service-Error-Code", err.status.to_string().as_str());
+        headers.insert("Nats-Service-Error", err.code);
+        err.body()
+    });
+    let _ = client
+        .publish_with_headers(reply, headers, body.into())
+        .await;
 }
 
-/// A fixed earn answer in the engine's shape.
-fn answer(earn: &EarnBody) -> serde_json::Value {
-    serde_json::json!({
-        "transactionId": "0190d6a1-2b3c-7d4e-8f90-000000000001",
-        "enrollmentId": earn.enrollment_id,
-        "points": earn.points.unwrap_or(1),
-        "balance": 1000, "pending": 0, "tier": "member",
-        "eventId": "0190d6a1-2b3c-7d4e-8f90-000000000002",
-    })
+fn answers(batch: &EarnBatchBody) -> BatchResults {
+    BatchResults {
+        results: batch
+            .items
+            .iter()
+            .map(|earn| BatchItem::Ok(answer(earn)))
+            .collect(),
+    }
 }
 
-/// The same fixed answer as the engine's typed answer, for the protobuf
-/// batch (encoded by the engine's own function).
-fn typed_answer(earn: &EarnBody) -> BatchItem {
-    BatchItem::Ok(TransactionBody {
+/// A fixed earn answer in the engine's typed shape.
+fn answer(earn: &EarnBody) -> TransactionBody {
+    TransactionBody {
         transaction_id: "0190d6a1-2b3c-7d4e-8f90-000000000001".into(),
         enrollment_id: earn.enrollment_id.clone().unwrap_or_default(),
         points: earn.points.unwrap_or(1),
@@ -116,5 +108,5 @@ fn typed_answer(earn: &EarnBody) -> BatchItem {
         tier: Some("member".into()),
         event_id: "0190d6a1-2b3c-7d4e-8f90-000000000002".into(),
         shortfall: None,
-    })
+    }
 }
