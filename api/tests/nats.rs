@@ -37,18 +37,20 @@ async fn request(client: &async_nats::Client, subject: &str, key: &str, body: Va
     .await
     .expect("a reply in time")
     .expect("a reply");
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
     Reply {
         body: serde_json::from_slice(&message.payload).unwrap_or(Value::Null),
-        status: header("Nats-Service-Error-Code"),
-        code: header("Nats-Service-Error"),
+        status: header(&message, "Nats-Service-Error-Code"),
+        code: header(&message, "Nats-Service-Error"),
     }
+}
+
+/// A header of a reply, if it has it.
+fn header(message: &async_nats::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
 }
 
 /// Waits until the engine's service answers `$SRV.PING`.
@@ -201,15 +203,11 @@ async fn every_operation_answers_over_nats_as_over_http() {
             client.request_with_headers(subject, headers, body.clone().into())
         };
         let message = protobuf_request("loyalty.v1.earn.batch").await.unwrap();
-        let header = |name: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        assert_eq!(header("Nats-Service-Error"), None);
-        assert_eq!(header("Content-Type").as_deref(), Some(CONTENT_TYPE));
+        assert_eq!(header(&message, "Nats-Service-Error"), None);
+        assert_eq!(
+            header(&message, "Content-Type").as_deref(),
+            Some(CONTENT_TYPE)
+        );
         let reply = EarnBatchReply::decode(message.payload.as_ref()).unwrap();
         let earned: Vec<_> = reply
             .results
@@ -258,20 +256,13 @@ async fn every_operation_answers_over_nats_as_over_http() {
             ),
         ];
         for (refused, status, code) in refusals {
-            let header = |name: &str| {
-                refused
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_owned())
-            };
             let body: Value = serde_json::from_slice(&refused.payload).unwrap();
             assert_eq!(
                 (
-                    header("Nats-Service-Error-Code").as_deref(),
-                    header("Nats-Service-Error").as_deref(),
+                    header(&refused, "Nats-Service-Error-Code").as_deref(),
+                    header(&refused, "Nats-Service-Error").as_deref(),
                     body["error"]["code"].as_str(),
-                    header("Content-Type"),
+                    header(&refused, "Content-Type"),
                 ),
                 (Some(status), Some(code), Some(code), None)
             );
