@@ -7,7 +7,7 @@
 //! Usage: `null_http 127.0.0.1:8090 [workers]`
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use loyalty_api::wire::{self, EarnBody, RedeemBody};
+use loyalty_api::wire::{self, EarnBody, RedeemBody, TransactionBody};
 use serde_json::json;
 
 /// The same allocator as the `loyalty` binary, so the comparison is of
@@ -33,16 +33,22 @@ async fn redeem(path: web::Path<String>, body: web::Bytes) -> HttpResponse {
     }
 }
 
+/// A fixed earn answer, typed and encoded as the engine's door does (not
+/// as a `serde_json::Value`, which would make the ceiling lower than the
+/// door's own work).
 fn answer(enrollment_id: &str, points: i64) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "transactionId": "0190d6a1-2b3c-7d4e-8f90-000000000001",
-        "enrollmentId": enrollment_id,
-        "points": points,
-        "balance": 1000,
-        "pending": 0,
-        "tier": "member",
-        "eventId": "0190d6a1-2b3c-7d4e-8f90-000000000002",
-    }))
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(wire::encode(&TransactionBody {
+            transaction_id: "0190d6a1-2b3c-7d4e-8f90-000000000001".into(),
+            enrollment_id: enrollment_id.to_owned(),
+            points,
+            balance: 1000,
+            pending: 0,
+            tier: Some("member".into()),
+            event_id: "0190d6a1-2b3c-7d4e-8f90-000000000002".into(),
+            shortfall: None,
+        }))
 }
 
 async fn balance(path: web::Path<String>) -> HttpResponse {
