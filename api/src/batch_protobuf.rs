@@ -25,7 +25,7 @@
 
 use crate::error::ApiError;
 use crate::ops::{BatchItem, BatchResults};
-use crate::wire::{EarnBatchBody, EarnBody, BATCH_ITEMS_MAX};
+use crate::wire::{self, EarnBatchBody, EarnBody, BATCH_ITEMS_MAX};
 use prost::bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 use prost::Message;
@@ -41,6 +41,49 @@ pub fn is_protobuf(content_type: Option<&str>) -> bool {
         media.eq_ignore_ascii_case(CONTENT_TYPE)
             || media.eq_ignore_ascii_case("application/x-protobuf")
     })
+}
+
+/// The encoding a batch request chose by its `Content-Type`, which its
+/// answer uses too. Both doors decode and encode a batch through it, so
+/// they choose alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchEncoding {
+    Json,
+    Protobuf,
+}
+
+impl BatchEncoding {
+    /// Protobuf when [`is_protobuf`] says so; any other media type is read
+    /// as JSON, as before there was a choice.
+    pub fn of(content_type: Option<&str>) -> Self {
+        if is_protobuf(content_type) {
+            BatchEncoding::Protobuf
+        } else {
+            BatchEncoding::Json
+        }
+    }
+
+    pub fn decode(self, body: &[u8]) -> Result<EarnBatchBody, ApiError> {
+        match self {
+            BatchEncoding::Json => wire::decode(body),
+            BatchEncoding::Protobuf => decode_request(body),
+        }
+    }
+
+    pub fn encode(self, results: BatchResults) -> Vec<u8> {
+        match self {
+            BatchEncoding::Json => wire::encode(&results),
+            BatchEncoding::Protobuf => encode_reply(results),
+        }
+    }
+
+    /// The answer's media type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BatchEncoding::Json => "application/json",
+            BatchEncoding::Protobuf => CONTENT_TYPE,
+        }
+    }
 }
 
 /// The error for a protobuf body on a route that only speaks JSON.
@@ -159,10 +202,7 @@ pub fn decode_request(body: &[u8]) -> Result<EarnBatchBody, ApiError> {
             ));
         }
         if items.len() == BATCH_ITEMS_MAX {
-            return Err(ApiError::invalid(
-                "items",
-                format!("must hold 1 to {BATCH_ITEMS_MAX} items"),
-            ));
+            return Err(wire::batch_items_out_of_range());
         }
         let length = decode_varint(&mut buf).map_err(|e| undecodable(&field(), &e))?;
         let length = usize::try_from(length)

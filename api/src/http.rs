@@ -2,7 +2,7 @@
 //! answers. Every route of the contract is here, each a few lines.
 
 use crate::auth::{self, Caller};
-use crate::batch_protobuf;
+use crate::batch_protobuf::{self, BatchEncoding};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ops::Ops;
@@ -332,18 +332,12 @@ async fn earn_batch(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state)?;
-    if batch_protobuf::is_protobuf(header_str(&req, "content-type")) {
-        let input = batch_protobuf::decode_request(&body(payload, BATCH_BODY_BYTES_MAX).await?)?;
-        let results = state.ops.earn_batch(&caller, input).await?;
-        return Ok(HttpResponse::Ok()
-            .content_type(batch_protobuf::CONTENT_TYPE)
-            .body(batch_protobuf::encode_reply(results)));
-    }
-    let input = decode(&req, payload, BATCH_BODY_BYTES_MAX).await?;
-    Ok(json(
-        StatusCode::OK,
-        &state.ops.earn_batch(&caller, input).await?,
-    ))
+    let encoding = BatchEncoding::of(header_str(&req, "content-type"));
+    let input = encoding.decode(&body(payload, BATCH_BODY_BYTES_MAX).await?)?;
+    let results = state.ops.earn_batch(&caller, input).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(encoding.content_type())
+        .body(encoding.encode(results)))
 }
 
 async fn transactions(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {

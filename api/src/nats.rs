@@ -19,7 +19,7 @@
 //!   replies; `/readyz` follows the service's connection.
 
 use crate::auth::{self, Caller};
-use crate::batch_protobuf;
+use crate::batch_protobuf::{self, BatchEncoding};
 use crate::error::ApiError;
 use crate::events::EventJson;
 use crate::metrics::Metrics;
@@ -369,8 +369,8 @@ async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Answer,
     let body = &message.payload;
     // Only the batch door speaks protobuf (`batch_protobuf`); any other
     // media type is read as JSON, as before there was a choice.
-    let protobuf = batch_protobuf::is_protobuf(header("Content-Type"));
-    if protobuf && operation != "earn.batch" {
+    let content_type = header("Content-Type");
+    if operation != "earn.batch" && batch_protobuf::is_protobuf(content_type) {
         return Err(batch_protobuf::unsupported());
     }
     if operation != "earn.batch" && body.len() > wire::BODY_BYTES_MAX {
@@ -397,16 +397,16 @@ async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Answer,
                 .await?,
             )
         }
-        "earn.batch" if protobuf => {
-            let results = ops
-                .earn_batch(&caller, batch_protobuf::decode_request(body)?)
-                .await?;
+        "earn.batch" => {
+            let encoding = BatchEncoding::of(content_type);
+            let results = ops.earn_batch(&caller, encoding.decode(body)?).await?;
             Answer {
-                body: Bytes::from(batch_protobuf::encode_reply(results)),
-                content_type: Some(batch_protobuf::CONTENT_TYPE),
+                body: Bytes::from(encoding.encode(results)),
+                // A JSON reply carries no media type, as every other reply.
+                content_type: (encoding == BatchEncoding::Protobuf)
+                    .then(|| encoding.content_type()),
             }
         }
-        "earn.batch" => to_json(&ops.earn_batch(&caller, wire::decode(body)?).await?),
         _ => return Err(ApiError::not_found("operation")),
     })
 }

@@ -239,10 +239,7 @@ impl Ops {
         body: EarnBatchBody,
     ) -> Result<BatchResults, ApiError> {
         if body.items.is_empty() || body.items.len() > BATCH_ITEMS_MAX {
-            return Err(ApiError::invalid(
-                "items",
-                format!("must hold 1 to {BATCH_ITEMS_MAX} items"),
-            ));
+            return Err(batch_items_out_of_range());
         }
         // Items that fail validation answer at once; the rest travel
         // together, one message per shard.

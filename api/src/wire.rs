@@ -17,6 +17,12 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024;
 pub const BATCH_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most items in one batch request.
 pub const BATCH_ITEMS_MAX: usize = 5_000;
+/// The refusal of a batch with no items or more than [`BATCH_ITEMS_MAX`]
+/// (the protobuf decoder refuses the latter before decoding them all).
+pub fn batch_items_out_of_range() -> ApiError {
+    ApiError::invalid("items", format!("must hold 1 to {BATCH_ITEMS_MAX} items"))
+}
+
 /// Largest page of transactions or events.
 pub const PAGE_ITEMS_MAX: usize = 500;
 /// Page size when none is asked for.

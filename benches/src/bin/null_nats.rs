@@ -8,7 +8,7 @@
 //! Usage: `null_nats nats://127.0.0.1:4222 [prefix]` (prefix default `null.v1`)
 
 use futures_util::StreamExt;
-use loyalty_api::batch_protobuf;
+use loyalty_api::batch_protobuf::BatchEncoding;
 use loyalty_api::ops::{BatchItem, BatchResults};
 use loyalty_api::wire::{self, EarnBatchBody, EarnBody, TransactionBody};
 
@@ -67,13 +67,14 @@ async fn respond(client: &async_nats::Client, message: async_nats::Message, is_b
         .and_then(|h| h.get("Content-Type"))
         .map(|v| v.as_str());
     let mut headers = async_nats::HeaderMap::new();
-    let answered = if is_batch && batch_protobuf::is_protobuf(content_type) {
-        batch_protobuf::decode_request(&message.payload).map(|batch| {
-            headers.insert("Content-Type", batch_protobuf::CONTENT_TYPE);
-            batch_protobuf::encode_reply(answers(&batch))
+    let answered = if is_batch {
+        let encoding = BatchEncoding::of(content_type);
+        encoding.decode(&message.payload).map(|batch| {
+            if encoding == BatchEncoding::Protobuf {
+                headers.insert("Content-Type", encoding.content_type());
+            }
+            encoding.encode(answers(&batch))
         })
-    } else if is_batch {
-        wire::decode::<EarnBatchBody>(&message.payload).map(|batch| wire::encode(&answers(&batch)))
     } else {
         wire::decode::<EarnBody>(&message.payload).map(|earn| wire::encode(&answer(&earn)))
     };
