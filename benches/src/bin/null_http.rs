@@ -7,8 +7,7 @@
 //! Usage: `null_http 127.0.0.1:8090 [workers]`
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use loyalty_api::wire::{self, EarnBody, RedeemBody, TransactionBody};
-use serde_json::json;
+use loyalty_api::wire::{self, EarnBody, EnrollmentBody, RedeemBody, TransactionBody};
 
 /// The same allocator as the `loyalty` binary, so the comparison is of
 /// the work done, not of allocators.
@@ -51,12 +50,20 @@ fn answer(enrollment_id: &str, points: i64) -> HttpResponse {
         }))
 }
 
+/// A fixed balance, typed like the earn answer.
 async fn balance(path: web::Path<String>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "enrollmentId": path.as_str(), "customerId": "0190d6a1-2b3c-7d4e-8f90-000000000003",
-        "programId": "0190d6a1-2b3c-7d4e-8f90-000000000004", "balance": 1000, "pending": 0,
-        "lifetimePoints": 1000, "tier": "member", "version": 7,
-    }))
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(wire::encode(&EnrollmentBody {
+            enrollment_id: path.into_inner(),
+            customer_id: "0190d6a1-2b3c-7d4e-8f90-000000000003".into(),
+            program_id: "0190d6a1-2b3c-7d4e-8f90-000000000004".into(),
+            balance: 1000,
+            pending: 0,
+            lifetime_points: 1000,
+            tier: Some("member".into()),
+            version: 7,
+        }))
 }
 
 #[actix_web::main]
