@@ -10,7 +10,13 @@
 //!
 //! The loop: wait for one group, take every group already queued (up to
 //! `commit_batch_events_max` events), number the events, write them with
-//! `sync = true`, then answer every group of the batch. A write or fsync
+//! `sync = true`, then answer every group of the batch: first each shard,
+//! in one [`DurableVersions`] message, then the callers whose answer was
+//! decided with the group ([`DirectAnswer`]). Telling the shards first
+//! keeps read-your-writes: a caller's next command for the enrollment
+//! reaches the shard's mailbox after the news that its earn is durable.
+//! Answering from this thread, rather than from the shard once it has read
+//! that message, spares each answer a wait for the shard's thread. A write or fsync
 //! failure answers the batch with an error and stops the engine for good:
 //! actors have already applied those events in memory, so carrying on would
 //! answer from state the disk does not have (fail-stop).
@@ -21,7 +27,7 @@ use crate::shard::Shard;
 use actix::prelude::*;
 use loyalty_engine::EnrollmentId;
 use loyalty_persistence::store::Batch;
-use loyalty_persistence::{CommitGroup, Store, StoreError};
+use loyalty_persistence::{CommitGroup, Store, StoreError, StoredAnswer};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
@@ -32,6 +38,13 @@ use tracing::{error, info};
 
 /// The last sequence number of a durable group.
 pub type Durable = Result<u64, EngineError>;
+
+/// A transaction's answer, decided with its group and sent by the commit
+/// thread as soon as the group is durable (or the error if it cannot be).
+pub(crate) type DirectAnswer = (StoredAnswer, AnswerReply);
+
+/// Where a transaction's caller waits for its answer.
+pub(crate) type AnswerReply = oneshot::Sender<Result<StoredAnswer, EngineError>>;
 
 /// Who hears that a group is durable.
 enum Reply {
@@ -44,6 +57,8 @@ enum Reply {
         shard: usize,
         enrollment_id: EnrollmentId,
         version: u64,
+        /// The caller of the transaction that made the group, if any.
+        answer: Option<DirectAnswer>,
     },
 }
 
@@ -213,14 +228,16 @@ pub(crate) struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// Queues an enrollment actor's group; its shard gets
-    /// [`DurableVersions`] once the group is durable. Fails only when the
-    /// commit thread has exited (the engine has stopped).
+    /// [`DurableVersions`] once the group is durable, and then `answer`'s
+    /// caller its answer. Fails only when the commit thread has exited
+    /// (the engine has stopped); `answer`'s caller is then told so too.
     pub(crate) fn submit_for_shard(
         self,
         group: CommitGroup,
         shard: usize,
         enrollment_id: EnrollmentId,
         version: u64,
+        answer: Option<DirectAnswer>,
     ) -> Result<(), EngineError> {
         self.send(Job {
             group,
@@ -228,15 +245,24 @@ impl Reservation<'_> {
                 shard,
                 enrollment_id,
                 version,
+                answer,
             },
         })
     }
 
     fn send(mut self, job: Job) -> Result<(), EngineError> {
         self.sent = true;
-        self.committer.tx.send(job).map_err(|_| {
+        self.committer.tx.send(job).map_err(|mpsc::SendError(job)| {
             self.committer.queued.fetch_sub(1, Ordering::AcqRel);
-            EngineError::Stopped("commit thread has exited".into())
+            let err = EngineError::Stopped("commit thread has exited".into());
+            if let Reply::Shard {
+                answer: Some((_, reply)),
+                ..
+            } = job.reply
+            {
+                let _ = reply.send(Err(err.clone()));
+            }
+            err
         })
     }
 }
@@ -322,7 +348,8 @@ fn run(
 }
 
 /// Tells every job of a batch its outcome: each waiting task on its
-/// channel, each shard in one message for all of its groups.
+/// channel, each shard in one message for all of its groups, and then
+/// each transaction's caller (see the module docs for why in this order).
 fn answer(
     jobs: &mut Vec<Job>,
     lasts: Option<&[u64]>,
@@ -331,6 +358,7 @@ fn answer(
 ) {
     let addrs = shards.get().map_or(&[][..], Vec::as_slice);
     let mut per_shard: Vec<Vec<(EnrollmentId, u64)>> = vec![Vec::new(); addrs.len()];
+    let mut answers = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.drain(..).enumerate() {
         match job.reply {
             Reply::Once(reply) => {
@@ -346,7 +374,11 @@ fn answer(
                 shard,
                 enrollment_id,
                 version,
-            } => per_shard[shard].push((enrollment_id, version)),
+                answer,
+            } => {
+                per_shard[shard].push((enrollment_id, version));
+                answers.extend(answer);
+            }
         }
     }
     for (addr, versions) in addrs.iter().zip(per_shard) {
@@ -358,5 +390,9 @@ fn answer(
                 versions,
             });
         }
+    }
+    for (answer, reply) in answers {
+        // As for `Reply::Once`: a caller may have stopped waiting.
+        let _ = reply.send(result.clone().map(|()| answer));
     }
 }

@@ -13,7 +13,7 @@
 //! answers still wait for the fsync that covers them. Queries answer from
 //! the newest *durable* version, never from state a crash could take back.
 
-use crate::commit::Reservation;
+use crate::commit::{AnswerReply, DirectAnswer, Reservation};
 use crate::error::EngineError;
 use crate::runtime::Runtime;
 use actix::prelude::*;
@@ -32,7 +32,6 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-pub(crate) type AnswerReply = oneshot::Sender<Result<StoredAnswer, EngineError>>;
 pub(crate) type ViewReply = oneshot::Sender<Result<BalanceView, EngineError>>;
 
 /// Earn, redeem or reverse, with its idempotency key.
@@ -57,6 +56,8 @@ pub(crate) struct Balance {
 
 /// Someone waiting for a version to become durable.
 enum Waiter {
+    /// A retry of a key whose first transaction is still in flight (the
+    /// first caller is answered by the commit thread).
     Answer(StoredAnswer, AnswerReply),
     /// A refusal decided against state that was not durable yet: it is sent
     /// only once that state is, so no caller is told something a crash
@@ -237,13 +238,17 @@ impl EnrollmentActor {
     /// Queues for commit the records of a decision already applied to
     /// `state` (which was at `before` until then), with a snapshot if the
     /// decision crossed a snapshot boundary, and notes the new version as
-    /// in flight.
+    /// in flight. `answer`, the decision's answer and its caller, goes
+    /// with the group: the commit thread sends it once the group is
+    /// durable.
     ///
     /// The state is already ahead of the disk here, so a failure (the
     /// engine stopped, or a record that would not encode) breaks the actor:
     /// it never answers again rather than answer from state the disk may
-    /// never have. Overload cannot happen here: the caller reserved its
-    /// place in the queue before deciding.
+    /// never have, and `answer`'s caller is sent the error. Overload cannot
+    /// happen here: the caller reserved its place in the queue before
+    /// deciding.
+    #[allow(clippy::too_many_arguments)]
     fn commit_applied(
         &mut self,
         rt: &Runtime,
@@ -252,6 +257,7 @@ impl EnrollmentActor {
         records: &[LogRecord],
         mut puts: Vec<Put>,
         shard: usize,
+        mut answer: Option<DirectAnswer>,
     ) -> Result<u64, EngineError> {
         let version = self.state.version;
         let queued = (|| {
@@ -264,7 +270,9 @@ impl EnrollmentActor {
                 .iter()
                 .map(Store::encode_event)
                 .collect::<Result<Vec<_>, _>>()?;
-            place.submit_for_shard(CommitGroup { events, puts }, shard, self.id(), version)?;
+            // On failure `submit_for_shard` tells `answer`'s caller itself.
+            let group = CommitGroup { events, puts };
+            place.submit_for_shard(group, shard, self.id(), version, answer.take())?;
             Ok::<_, EngineError>(snapshot)
         })();
         match queued {
@@ -277,6 +285,9 @@ impl EnrollmentActor {
             }
             Err(err) => {
                 self.stop_answering(&err);
+                if let Some((_, reply)) = answer {
+                    let _ = reply.send(Err(err.clone()));
+                }
                 Err(err)
             }
         }
@@ -487,21 +498,22 @@ impl EnrollmentActor {
         if let Some(keys) = self.keys.as_mut() {
             keys.insert(digest);
         }
-        match self.commit_applied(rt, place, before, &records, vec![put], shard) {
-            Ok(version) => {
-                let IdempotencyRecord {
-                    request, answer, ..
-                } = record;
-                self.inflight_keys.push(InflightKey {
-                    digest,
-                    key: key.as_str().to_owned(),
-                    request,
-                    answer: answer.clone(),
-                    version,
-                });
-                self.when_durable(version, Waiter::Answer(answer, reply));
-            }
-            Err(err) => drop(reply.send(Err(err))),
+        let IdempotencyRecord {
+            request, answer, ..
+        } = record;
+        // The commit thread answers once the group is durable; a failure
+        // to queue it is answered by `commit_applied`.
+        let direct = Some((answer.clone(), reply));
+        if let Ok(version) =
+            self.commit_applied(rt, place, before, &records, vec![put], shard, direct)
+        {
+            self.inflight_keys.push(InflightKey {
+                digest,
+                key: key.as_str().to_owned(),
+                request,
+                answer,
+                version,
+            });
         }
     }
 
@@ -519,7 +531,7 @@ impl EnrollmentActor {
             return Ok(None);
         }
         let records = self.records(applied.events, before + 1, now);
-        self.commit_applied(rt, place, before, &records, Vec::new(), shard)
+        self.commit_applied(rt, place, before, &records, Vec::new(), shard, None)
             .map(Some)
     }
 
@@ -576,6 +588,7 @@ impl EnrollmentActor {
                         shard,
                         self.id(),
                         version,
+                        None,
                     )
                 });
             match queued {

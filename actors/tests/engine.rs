@@ -673,6 +673,43 @@ async fn a_batch_answers_each_command_in_order_with_its_own_key() {
     engine.shutdown();
 }
 
+/// The commit thread answers a transaction itself once it is durable,
+/// without waiting for the shard's thread; it tells the shard first, so a
+/// caller's next command for the enrollment finds the shard knowing its
+/// earn is durable: its balance includes it, and a retry of its key is
+/// found on disk (no second effect).
+#[actix_rt::test]
+async fn a_caller_sees_its_own_earn_in_the_next_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), config(), Arc::new(ManualClock::new(T0)));
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1")
+        .await
+        .enrollment_id;
+    for i in 1..=300 {
+        let k = format!("k{i}");
+        let earned = engine
+            .transact(business, e, key(&k), earn(1))
+            .await
+            .unwrap();
+        let view = engine.balance(business, e).await.unwrap();
+        assert_eq!(
+            (view.balance, view.version),
+            (i, earned.outcome.version),
+            "the balance asked after earn {i}'s answer"
+        );
+        if i % 50 == 0 {
+            let again = engine
+                .transact(business, e, key(&k), earn(1))
+                .await
+                .unwrap();
+            assert_eq!(again, earned, "a retry of earn {i}'s key");
+        }
+    }
+    assert_eq!(engine.balance(business, e).await.unwrap().balance, 300);
+    engine.shutdown();
+}
+
 #[actix_rt::test]
 async fn past_the_digest_bound_repeated_keys_are_still_found() {
     let dir = tempfile::tempdir().unwrap();
