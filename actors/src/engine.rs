@@ -105,7 +105,14 @@ impl Engine {
             let shard_rt = rt.clone();
             // The shard's mailbox is created here with its bound, so the
             // address never refuses early at actix's default capacity.
-            let (tx, rx) = actix::dev::channel::channel::<Shard>(config.inflight_max.max(1));
+            // Commands are bounded by the in-flight budget before they
+            // reach it; the rest is room for the commit thread's
+            // durability notices, which the mailbox counts too: a caller
+            // is answered (and its place in the budget freed) before its
+            // shard reads the notice, so at the budget's limit unread
+            // notices must not make a command look like overload.
+            let mailbox = config.inflight_max.max(1) + config.commit_queue_max.max(1);
+            let (tx, rx) = actix::dev::channel::channel::<Shard>(mailbox);
             arbiter.spawn_fn(move || {
                 Context::with_receiver(rx).run(Shard::new(shard_rt, index));
             });
