@@ -623,6 +623,55 @@ async fn a_failed_write_stops_the_engine_instead_of_answering() {
     engine.shutdown();
 }
 
+/// A panic on the commit thread is a failed write: the engine stops, and
+/// the callers of the batch it was writing are told so rather than left
+/// waiting (their answers went down with the thread's jobs).
+#[actix_rt::test]
+async fn a_panic_on_the_commit_thread_answers_its_callers_and_stops_the_engine() {
+    use loyalty_persistence::{Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let panicking = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let panicking = panicking.clone();
+        Box::new(move |store: &Store, batch, sync| {
+            assert!(!panicking.load(Ordering::SeqCst), "injected panic");
+            store.write(batch, sync)
+        })
+    };
+    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine =
+        loyalty_actors::Engine::start_with_writer(store, &report, config(), clock.clone(), writer)
+            .unwrap();
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1").await;
+    engine
+        .transact(business, e.enrollment_id, key("ok"), earn(10))
+        .await
+        .unwrap();
+
+    panicking.store(true, Ordering::SeqCst);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        engine.transact(business, e.enrollment_id, key("lost"), earn(5)),
+    )
+    .await
+    .expect("the caller is answered, not left waiting");
+    assert!(matches!(answer, Err(EngineError::Stopped(_))), "{answer:?}");
+    assert!(engine.has_failed());
+    let err = engine
+        .transact(business, e.enrollment_id, key("after"), earn(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Stopped(_)), "{err}");
+    engine.shutdown();
+
+    let engine = start(dir.path(), config(), clock);
+    let view = engine.balance(business, e.enrollment_id).await.unwrap();
+    assert_eq!(view.balance, 10);
+    engine.shutdown();
+}
+
 #[actix_rt::test]
 async fn a_batch_answers_each_command_in_order_with_its_own_key() {
     let dir = tempfile::tempdir().unwrap();
