@@ -564,35 +564,22 @@ async fn catalog_rules_are_enforced() {
 
 #[actix_rt::test]
 async fn a_failed_write_stops_the_engine_instead_of_answering() {
-    use loyalty_persistence::{Store, StoreError, StoreOptions};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use loyalty_persistence::StoreError;
     let dir = tempfile::tempdir().unwrap();
     let failing = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let failing = failing.clone();
-        Box::new(move |store: &Store, batch, sync| {
-            if failing.load(Ordering::SeqCst) {
-                Err(StoreError::Io("injected fsync failure".into()))
-            } else {
-                store.write(batch, sync)
-            }
-        })
-    };
-    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let engine =
-        loyalty_actors::Engine::start_with_writer(store, &report, config(), clock.clone(), writer)
-            .unwrap();
-    let (business, program) = business_with_program(&engine, rules(None, None)).await;
-    let e = enroll(&engine, business, program, "c-1").await;
-    engine
-        .transact(business, e.enrollment_id, key("ok"), earn(10))
-        .await
-        .unwrap();
+    let engine = start_with_write_hook(dir.path(), clock.clone(), {
+        let failing = failing.clone();
+        move || match failing.load(Ordering::SeqCst) {
+            true => Err(StoreError::Io("injected fsync failure".into())),
+            false => Ok(()),
+        }
+    });
+    let (business, enrollment) = enrolled_with_points(&engine, 10).await;
 
     failing.store(true, Ordering::SeqCst);
     let err = engine
-        .transact(business, e.enrollment_id, key("lost"), earn(5))
+        .transact(business, enrollment, key("lost"), earn(5))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Stopped(_)), "{err}");
@@ -600,11 +587,11 @@ async fn a_failed_write_stops_the_engine_instead_of_answering() {
     // The actor's memory is now ahead of the disk: nothing more is answered.
     failing.store(false, Ordering::SeqCst);
     assert!(matches!(
-        engine.balance(business, e.enrollment_id).await,
+        engine.balance(business, enrollment).await,
         Err(EngineError::Stopped(_))
     ));
     let err = engine
-        .transact(business, e.enrollment_id, key("after"), earn(1))
+        .transact(business, enrollment, key("after"), earn(1))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Stopped(_)));
@@ -613,11 +600,7 @@ async fn a_failed_write_stops_the_engine_instead_of_answering() {
     // A restart recovers exactly what was durable.
     let engine = start(dir.path(), config(), clock);
     assert_eq!(
-        engine
-            .balance(business, e.enrollment_id)
-            .await
-            .unwrap()
-            .balance,
+        engine.balance(business, enrollment).await.unwrap().balance,
         10
     );
     engine.shutdown();
@@ -628,46 +611,36 @@ async fn a_failed_write_stops_the_engine_instead_of_answering() {
 /// waiting (their answers went down with the thread's jobs).
 #[actix_rt::test]
 async fn a_panic_on_the_commit_thread_answers_its_callers_and_stops_the_engine() {
-    use loyalty_persistence::{Store, StoreOptions};
     let dir = tempfile::tempdir().unwrap();
     let panicking = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let panicking = panicking.clone();
-        Box::new(move |store: &Store, batch, sync| {
-            assert!(!panicking.load(Ordering::SeqCst), "injected panic");
-            store.write(batch, sync)
-        })
-    };
-    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let engine =
-        loyalty_actors::Engine::start_with_writer(store, &report, config(), clock.clone(), writer)
-            .unwrap();
-    let (business, program) = business_with_program(&engine, rules(None, None)).await;
-    let e = enroll(&engine, business, program, "c-1").await;
-    engine
-        .transact(business, e.enrollment_id, key("ok"), earn(10))
-        .await
-        .unwrap();
+    let engine = start_with_write_hook(dir.path(), clock.clone(), {
+        let panicking = panicking.clone();
+        move || {
+            assert!(!panicking.load(Ordering::SeqCst), "injected panic");
+            Ok(())
+        }
+    });
+    let (business, enrollment) = enrolled_with_points(&engine, 10).await;
 
     panicking.store(true, Ordering::SeqCst);
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
-        engine.transact(business, e.enrollment_id, key("lost"), earn(5)),
+        engine.transact(business, enrollment, key("lost"), earn(5)),
     )
     .await
     .expect("the caller is answered, not left waiting");
     assert!(matches!(answer, Err(EngineError::Stopped(_))), "{answer:?}");
     assert!(engine.has_failed());
     let err = engine
-        .transact(business, e.enrollment_id, key("after"), earn(1))
+        .transact(business, enrollment, key("after"), earn(1))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Stopped(_)), "{err}");
     engine.shutdown();
 
     let engine = start(dir.path(), config(), clock);
-    let view = engine.balance(business, e.enrollment_id).await.unwrap();
+    let view = engine.balance(business, enrollment).await.unwrap();
     assert_eq!(view.balance, 10);
     engine.shutdown();
 }

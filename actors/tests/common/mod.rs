@@ -10,8 +10,8 @@ use loyalty_engine::enrollment::reverse::ReverseTransaction;
 use loyalty_engine::enrollment::Request;
 use loyalty_engine::idempotency::IdempotencyKey;
 use loyalty_engine::program::{EarnRule, ProgramRules, Tier};
-use loyalty_engine::{BusinessId, ProgramId, Timestamp, TransactionId};
-use loyalty_persistence::{Store, StoreOptions};
+use loyalty_engine::{BusinessId, EnrollmentId, ProgramId, Timestamp, TransactionId};
+use loyalty_persistence::{Store, StoreError, StoreOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,6 +27,34 @@ pub fn config() -> EngineConfig {
 pub fn start(dir: &Path, config: EngineConfig, clock: Arc<ManualClock>) -> Engine {
     let (store, report) = Store::open(&StoreOptions::new(dir)).expect("open store");
     Engine::start(store, &report, config, clock).expect("start engine")
+}
+
+/// An engine on the default test configuration whose commit thread calls
+/// `before_write` before each write: a test fails the write there (an
+/// error) or panics, as a broken disk or a bug would.
+pub fn start_with_write_hook(
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    mut before_write: impl FnMut() -> Result<(), StoreError> + Send + 'static,
+) -> Engine {
+    let (store, report) = Store::open(&StoreOptions::new(dir)).expect("open store");
+    let writer = Box::new(move |store: &Store, batch, sync| {
+        before_write()?;
+        store.write(batch, sync)
+    });
+    Engine::start_with_writer(store, &report, config(), clock, writer).expect("start engine")
+}
+
+/// A business with a program and one enrollment that has earned `points`
+/// (key `ok`): where the failure tests start.
+pub async fn enrolled_with_points(engine: &Engine, points: i64) -> (BusinessId, EnrollmentId) {
+    let (business, program) = business_with_program(engine, rules(None, None)).await;
+    let enrollment = enroll(engine, business, program, "c-1").await.enrollment_id;
+    engine
+        .transact(business, enrollment, key("ok"), earn(points))
+        .await
+        .expect("the first earn");
+    (business, enrollment)
 }
 
 pub fn rules(expire_days: Option<u32>, pending_days: Option<u32>) -> ProgramRules {
