@@ -27,6 +27,26 @@ ensure_build_deps() {
 # so a fresh clone reuses an earlier build; cargo rebuilds what changed.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/loyalty-target}"
 
+# Every checkout shares that directory, and cargo gives the workspace's own
+# artifacts the same names in each and judges them fresh by file times: a
+# checkout whose files are older than another checkout's last build would
+# run that build's code. So when the directory was last built from another
+# checkout (or nobody recorded which), this checkout's sources and manifests
+# are made newer than its artifacts, and cargo rebuilds the workspace's
+# crates (not the dependencies). Called with the checkout's root as the
+# working directory, as every script sources this file.
+claim_target_dir() {
+    local stamp="$CARGO_TARGET_DIR/.loyalty-checkout" here
+    here="$(pwd -P)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$here" ]; then
+        find . -path ./.git -prune -o -path ./data -prune -o \
+            \( -name '*.rs' -o -name 'Cargo.toml' \) -type f -print0 | xargs -0 -r touch
+        mkdir -p "$CARGO_TARGET_DIR"
+        printf '%s\n' "$here" >"$stamp"
+    fi
+}
+claim_target_dir
+
 # Writes COUNT enrollments (one business, one active program) straight into
 # a new data directory with history_gen, much faster than over the API;
 # their ids go to IDS_OUT, one per line, and the business's API key is
