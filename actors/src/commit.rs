@@ -294,6 +294,10 @@ fn run(
     shards: &ShardAddrs,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
+    // Declared after `jobs`, so a panic unwinding this function drops it
+    // first: the engine is marked failed before the callers of the batch
+    // in hand learn, from their dropped answers, that it stopped.
+    let _fail_on_panic = FailOnPanic(failed);
     while let Ok(first) = rx.recv() {
         jobs.push(first);
         let mut events = jobs[0].group.events.len();
@@ -345,6 +349,17 @@ fn run(
         next_sequence,
         "commit thread finished: every queued group was written"
     );
+}
+
+/// Marks the engine failed if dropped by a panic (see [`run`]).
+struct FailOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Tells every job of a batch its outcome: each waiting task on its

@@ -189,7 +189,7 @@ impl Engine {
             .map_err(|err| shard_refused(&err))?;
         answer
             .await
-            .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
+            .map_err(|_| EngineError::Stopped("the engine stopped before answering".into()))?
     }
 
     /// Many independent commands of one business (the batch door): each
@@ -236,7 +236,7 @@ impl Engine {
         for answer in answers {
             results.push(answer.await.unwrap_or_else(|_| {
                 Err(EngineError::Stopped(
-                    "the enrollment actor went away".into(),
+                    "the engine stopped before answering".into(),
                 ))
             }));
         }
@@ -260,7 +260,7 @@ impl Engine {
             .try_send(msg)
             .map_err(|err| shard_refused(&err))?;
         view.await
-            .map_err(|_| EngineError::Stopped("the enrollment actor went away".into()))?
+            .map_err(|_| EngineError::Stopped("the engine stopped before answering".into()))?
     }
 
     pub fn store(&self) -> &Store {
