@@ -34,13 +34,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/loyalty-target}"
 # checkout (or nobody recorded which), this checkout's sources and manifests
 # are made newer than its artifacts, and cargo rebuilds the workspace's
 # crates (not the dependencies). Called with the checkout's root as the
-# working directory, as every script sources this file.
+# working directory, as every script sources this file. Checkouts must take
+# turns: scripts running at once from two checkouts can still mix builds.
 claim_target_dir() {
     local stamp="$CARGO_TARGET_DIR/.loyalty-checkout" here
     here="$(pwd -P)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$here" ]; then
-        find . -path ./.git -prune -o -path ./data -prune -o \
-            \( -name '*.rs' -o -name 'Cargo.toml' \) -type f -print0 | xargs -0 -r touch
+        # The project's own files only (git's list, less what it ignores,
+        # such as a target or data directory inside the checkout).
+        if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+            git ls-files -z --cached --others --exclude-standard -- '*.rs' '*Cargo.toml'
+        else
+            find . \( -path ./.git -o -path ./target -o -path ./data \) -prune -o \
+                \( -name '*.rs' -o -name 'Cargo.toml' \) -type f -print0 2>/dev/null || true
+        fi | xargs -0 -r touch
         mkdir -p "$CARGO_TARGET_DIR"
         printf '%s\n' "$here" >"$stamp"
     fi

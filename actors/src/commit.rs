@@ -294,9 +294,10 @@ fn run(
     shards: &ShardAddrs,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
-    // Declared after `jobs`, so a panic unwinding this function drops it
-    // first: the engine is marked failed before the callers of the batch
-    // in hand learn, from their dropped answers, that it stopped.
+    // Declared after `jobs`, so a panic while a batch is numbered or
+    // written (in `add_groups` or the writer) drops it first as it unwinds
+    // this function: the engine is marked failed before the callers of
+    // that batch learn, from their dropped answers, that it stopped.
     let _fail_on_panic = FailOnPanic(failed);
     while let Ok(first) = rx.recv() {
         jobs.push(first);
