@@ -44,6 +44,12 @@ fn shard_refused<M>(err: &actix::dev::SendError<M>) -> EngineError {
     }
 }
 
+/// An answer channel dropped unanswered: whoever held it (the commit
+/// thread or an actor's shard) stopped before it could answer.
+fn unanswered(_: oneshot::error::RecvError) -> EngineError {
+    EngineError::Stopped("the engine stopped before answering".into())
+}
+
 /// Holds units of the engine's in-flight budget until dropped.
 struct Admission(Arc<AtomicUsize>, usize);
 
@@ -187,9 +193,7 @@ impl Engine {
         self.shard(enrollment_id)
             .try_send(msg)
             .map_err(|err| shard_refused(&err))?;
-        answer
-            .await
-            .map_err(|_| EngineError::Stopped("the engine stopped before answering".into()))?
+        answer.await.map_err(unanswered)?
     }
 
     /// Many independent commands of one business (the batch door): each
@@ -234,11 +238,7 @@ impl Engine {
         }
         let mut results = Vec::with_capacity(n);
         for answer in answers {
-            results.push(answer.await.unwrap_or_else(|_| {
-                Err(EngineError::Stopped(
-                    "the engine stopped before answering".into(),
-                ))
-            }));
+            results.push(answer.await.unwrap_or_else(|err| Err(unanswered(err))));
         }
         results
     }
@@ -259,8 +259,7 @@ impl Engine {
         self.shard(enrollment_id)
             .try_send(msg)
             .map_err(|err| shard_refused(&err))?;
-        view.await
-            .map_err(|_| EngineError::Stopped("the engine stopped before answering".into()))?
+        view.await.map_err(unanswered)?
     }
 
     pub fn store(&self) -> &Store {
