@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::ops::Ops;
 use crate::wire;
 use async_nats::service::ServiceExt;
-use async_nats::{HeaderMap, Message, Subject};
+use async_nats::{HeaderMap, HeaderName, Message, Subject};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
@@ -72,6 +72,18 @@ const CURSOR_SAVE_IDLE: Duration = Duration::from_millis(50);
 const STOP_DRAIN_MAX: Duration = Duration::from_millis(800);
 /// Largest request payload, in bytes.
 const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
+
+/// The header names the door reads and writes, made once. Given a `&str`,
+/// `HeaderMap::get` and `insert` check the name and copy a name NATS does
+/// not define itself (`Authorization`, `Idempotency-Key`) into a new buffer
+/// on every call: three lookups per request and a name per published event.
+/// A clone of these is a pointer copy.
+static AUTHORIZATION: HeaderName = HeaderName::from_static("Authorization");
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("Idempotency-Key");
+static CONTENT_TYPE: HeaderName = HeaderName::from_static("Content-Type");
+static SERVICE_ERROR_CODE: HeaderName = HeaderName::from_static("Nats-Service-Error-Code");
+static SERVICE_ERROR: HeaderName = HeaderName::from_static("Nats-Service-Error");
+static MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 
 /// The running NATS door; [`NatsHandle::stop`] ends it.
 pub struct NatsHandle {
@@ -330,13 +342,13 @@ async fn reply(
     let body = match result {
         Ok(answer) => {
             if let Some(content_type) = answer.content_type {
-                headers.insert("Content-Type", content_type);
+                headers.insert(CONTENT_TYPE.clone(), content_type);
             }
             answer.body
         }
         Err(err) => {
-            headers.insert("Nats-Service-Error-Code", err.status.to_string().as_str());
-            headers.insert("Nats-Service-Error", err.code);
+            headers.insert(SERVICE_ERROR_CODE.clone(), err.status.to_string().as_str());
+            headers.insert(SERVICE_ERROR.clone(), err.code);
             Bytes::from(err.body())
         }
     };
@@ -357,19 +369,19 @@ async fn handle(operation: &str, message: &Message, ops: &Ops) -> Result<Answer,
     if message.payload.len() > REQUEST_BYTES_MAX {
         return Err(ApiError::too_large(REQUEST_BYTES_MAX));
     }
-    let header = |name: &str| {
+    let header = |name: &HeaderName| {
         message
             .headers
             .as_ref()
-            .and_then(|h| h.get(name))
+            .and_then(|h| h.get(name.clone()))
             .map(|v| v.as_str())
     };
-    let caller: Caller = auth::authenticate(&ops.engine, header("Authorization"))?;
-    let key = header("Idempotency-Key");
+    let caller: Caller = auth::authenticate(&ops.engine, header(&AUTHORIZATION))?;
+    let key = header(&IDEMPOTENCY_KEY);
     let body = &message.payload;
     // Only the batch door speaks protobuf (`batch_protobuf`); any other
     // media type is read as JSON, as before there was a choice.
-    let content_type = header("Content-Type");
+    let content_type = header(&CONTENT_TYPE);
     if operation != "earn.batch" && batch_protobuf::is_protobuf(content_type) {
         return Err(batch_protobuf::unsupported());
     }
@@ -505,7 +517,7 @@ async fn publish(
                     .hyphenated()
                     .encode_lower(&mut uuid::Uuid::encode_buffer())
                     .to_owned();
-                headers.insert("Nats-Msg-Id", msg_id);
+                headers.insert(MSG_ID.clone(), msg_id);
                 let payload = Bytes::from(wire::encode(&EventJson::new(*seq, record)));
                 if client
                     .publish_with_headers(subject, headers, payload)

@@ -28,8 +28,22 @@ struct Reply {
 }
 
 async fn request(client: &async_nats::Client, subject: &str, key: &str, body: Value) -> Reply {
+    request_with(client, subject, key, None, body).await
+}
+
+/// A request that may also carry an `Idempotency-Key` header.
+async fn request_with(
+    client: &async_nats::Client,
+    subject: &str,
+    key: &str,
+    idempotency_key: Option<&str>,
+    body: Value,
+) -> Reply {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Authorization", format!("Bearer {key}").as_str());
+    if let Some(idempotency_key) = idempotency_key {
+        headers.insert("Idempotency-Key", idempotency_key);
+    }
     let message = tokio::time::timeout(
         Duration::from_secs(10),
         client.request_with_headers(subject.to_owned(), headers, body.to_string().into()),
@@ -389,6 +403,38 @@ async fn every_operation_answers_over_nats_as_over_http() {
         (conflict.status.as_deref(), conflict.code.as_deref()),
         (Some("409"), Some("IDEMPOTENCY_CONFLICT"))
     );
+    // The key may come as the `Idempotency-Key` header instead: a retry
+    // with it is the same transaction, and a body key that differs from it
+    // is refused, naming the field, and changes nothing.
+    let balance_of = || async {
+        request(
+            &client,
+            "loyalty.v1.balance",
+            &t.key,
+            json!({"enrollmentId": e}),
+        )
+        .await
+        .body["balance"]
+            .as_i64()
+            .expect("a balance")
+    };
+    let before = balance_of().await;
+    let by_header =
+        |body: Value| request_with(&client, "loyalty.v1.earn", &t.key, Some("h1"), body);
+    let first = by_header(json!({"enrollmentId": e, "points": 7})).await;
+    assert_eq!(first.status, None, "{}", first.body);
+    assert_eq!(first.body["balance"].as_i64(), Some(before + 7));
+    let retried = by_header(json!({"enrollmentId": e, "points": 7})).await;
+    assert_eq!(retried.body, first.body);
+    let clash = by_header(json!({"enrollmentId": e, "points": 7, "idempotencyKey": "h2"})).await;
+    assert_eq!(
+        (
+            clash.status.as_deref(),
+            clash.body["error"]["field"].as_str()
+        ),
+        (Some("400"), Some("idempotencyKey"))
+    );
+    assert_eq!(balance_of().await, before + 7);
 
     // The micro-service protocol describes every endpoint.
     let info = client
