@@ -74,10 +74,10 @@ const STOP_DRAIN_MAX: Duration = Duration::from_millis(800);
 const REQUEST_BYTES_MAX: usize = wire::BATCH_BODY_BYTES_MAX;
 
 /// The header names the door reads and writes, made once. Given a `&str`,
-/// `HeaderMap::get` and `insert` check the name and copy a name NATS does
-/// not define itself (`Authorization`, `Idempotency-Key`) into a new buffer
-/// on every call: three lookups per request and a name per published event.
-/// A clone of these is a pointer copy.
+/// `HeaderMap::get` and `insert` check the name on every call, and copy a
+/// name NATS does not define itself (`Authorization`, `Idempotency-Key`)
+/// into a new buffer: three lookups per request, and an insert per
+/// published event. A clone of these is a pointer copy.
 static AUTHORIZATION: HeaderName = HeaderName::from_static("Authorization");
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("Idempotency-Key");
 static CONTENT_TYPE: HeaderName = HeaderName::from_static("Content-Type");
