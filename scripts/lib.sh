@@ -54,6 +54,33 @@ claim_target_dir() {
 }
 claim_target_dir
 
+# A free TCP port on the loopback interface, for a server a script starts.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until URL answers with success, polling every 0.1 s for up to
+# SECONDS (default 30); otherwise stops the script.
+wait_http() { # URL [SECONDS]
+    local tries=$(( ${2:-30} * 10 ))
+    for _ in $(seq 1 "$tries"); do
+        curl -sf "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "not up: $1" >&2
+    exit 1
+}
+
+# Waits up to 10 s until something listens on the loopback PORT (a
+# nats-server just started); a server that never comes up shows in the
+# first request to it.
+wait_port() { # PORT
+    for _ in $(seq 1 100); do
+        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
+
 # Writes COUNT enrollments (one business, one active program) straight into
 # a new data directory with history_gen, much faster than over the API;
 # their ids go to IDS_OUT, one per line, and the business's API key is
