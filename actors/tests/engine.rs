@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
-use loyalty_actors::{EngineConfig, EngineError, ManualClock, Release};
+use loyalty_actors::{Engine, EngineConfig, EngineError, ManualClock, Release};
 use loyalty_engine::time::DAY_MS;
-use loyalty_engine::DomainEvent;
-use loyalty_persistence::{KeyDigests, KEY_DIGESTS_MAX};
+use loyalty_engine::{DomainEvent, Timestamp};
+use loyalty_persistence::{IdempotencyRetention, KeyDigests, Store, StoreOptions, KEY_DIGESTS_MAX};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -778,5 +778,63 @@ async fn past_the_digest_bound_repeated_keys_are_still_found() {
             .unwrap();
     }
     assert_eq!(engine.balance(business, a).await.unwrap().balance, balance);
+    engine.shutdown();
+}
+
+/// A key is remembered for the retention (here the contract's 7 days) and
+/// then forgotten by the store's compactions: a retry after that is a new
+/// transaction, even on an enrollment whose key digests still hold the
+/// key, while a key inside the retention still answers its first answer.
+#[actix_rt::test]
+async fn a_key_past_its_retention_is_forgotten_and_its_retry_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let clock = Arc::new(ManualClock::new(Timestamp(now.0 - 8 * DAY_MS)));
+    let mut options = StoreOptions::new(dir.path());
+    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    let (store, report) = Store::open(&options).unwrap();
+    let engine = Engine::start(store, &report, config(), clock.clone()).unwrap();
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let e = enroll(&engine, business, program, "c-1")
+        .await
+        .enrollment_id;
+
+    let old = engine
+        .transact(business, e, key("old"), earn(100))
+        .await
+        .unwrap();
+    clock.set(Timestamp(now.0 - 6 * DAY_MS));
+    let recent = engine
+        .transact(business, e, key("recent"), earn(10))
+        .await
+        .unwrap();
+    // Before any compaction both keys are still known.
+    let again = engine
+        .transact(business, e, key("old"), earn(100))
+        .await
+        .unwrap();
+    assert_eq!(again, old);
+
+    engine.store().flush().unwrap();
+    engine.store().compact_idempotency();
+    assert_eq!(engine.store().idempotency_records_expired(), 1);
+
+    clock.set(now);
+    let again = engine
+        .transact(business, e, key("recent"), earn(10))
+        .await
+        .unwrap();
+    assert_eq!(again, recent);
+    let retried = engine
+        .transact(business, e, key("old"), earn(100))
+        .await
+        .unwrap();
+    assert_ne!(retried.outcome.transaction_id, old.outcome.transaction_id);
+    assert_eq!(retried.outcome.balance, 210);
     engine.shutdown();
 }

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use loyalty_actors::{Durability, EngineConfig};
+use loyalty_persistence::IdempotencyRetention;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +96,10 @@ pub struct ServeArgs {
     /// How much of the log start-up checks. Default: full.
     #[arg(long, env = "LOYALTY_VERIFY_ON_START", value_enum)]
     pub verify_on_start: Option<VerifyArg>,
+    /// Days an idempotency key is remembered; after that its record is
+    /// dropped and the key is new again. At least 7 (the contract). Default: 30
+    #[arg(long, env = "LOYALTY_IDEMPOTENCY_RETENTION_DAYS")]
+    pub idempotency_retention_days: Option<u64>,
 }
 
 /// The settings `serve` runs with, every default applied.
@@ -106,6 +111,7 @@ pub struct Settings {
     pub http_workers: usize,
     pub log_format: LogFormat,
     pub verify_full: bool,
+    pub idempotency_retention: IdempotencyRetention,
     pub engine: EngineConfig,
 }
 
@@ -153,6 +159,14 @@ impl ServeArgs {
             durability,
             ..defaults
         };
+        let idempotency_retention = match self
+            .idempotency_retention_days
+            .or(file.idempotency_retention_days)
+        {
+            None => IdempotencyRetention::default(),
+            Some(days) => IdempotencyRetention::days(days)
+                .map_err(|e| anyhow::anyhow!("idempotency_retention_days: {e}"))?,
+        };
         Ok(Settings {
             data_dir: self
                 .data_dir
@@ -178,6 +192,7 @@ impl ServeArgs {
                 .or(file.verify_on_start)
                 .unwrap_or(VerifyArg::Full)
                 == VerifyArg::Full,
+            idempotency_retention,
             engine,
         })
     }
@@ -204,6 +219,29 @@ mod tests {
         assert!(settings.nats_url.is_none());
         assert_eq!(settings.engine.durability, Durability::Fsync);
         assert!(settings.verify_full);
+        assert_eq!(
+            settings.idempotency_retention,
+            IdempotencyRetention::days(30).unwrap()
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_kept_at_least_the_contracts_seven_days() {
+        let settings = serve_args(&["--idempotency-retention-days", "7"])
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            settings.idempotency_retention,
+            IdempotencyRetention::days(7).unwrap()
+        );
+        let refused = serve_args(&["--idempotency-retention-days", "6"])
+            .resolve()
+            .err()
+            .expect("6 days is refused");
+        assert_eq!(
+            refused.to_string(),
+            "idempotency_retention_days: idempotency keys must be kept at least 7 days (the contract); 6 days asked"
+        );
     }
 
     #[test]

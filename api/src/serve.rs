@@ -49,6 +49,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         VerifyOnOpen::Tail(1_000_000)
     };
+    options.idempotency_retention = Some(settings.idempotency_retention);
     info!(data_dir = %settings.data_dir.display(), "recovering");
     let (store, report) = Store::open(&options)?;
     info!(

@@ -172,6 +172,11 @@ fn the_contract_flow_works_end_to_end() {
     ] {
         assert!(text.contains(name), "metrics lack {name}");
     }
+    // Nothing is old enough to have been dropped past its retention.
+    assert!(
+        text.contains("\nloyalty_idempotency_records_expired_total 0\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //!   idempotency records).
 //! - [`key_digests`]: how an active enrollment knows a key is new without
 //!   asking the store.
+//! - [`retention`]: how long idempotency records are kept, and how
+//!   compactions drop them afterwards.
 //! - [`envelope`]: the versioned, checksummed frame around every value.
 //! - [`recovery`]: what start-up checks before the engine reports ready.
 //!
@@ -28,12 +30,14 @@ pub mod key_digests;
 pub mod keys;
 pub mod records;
 pub mod recovery;
+pub mod retention;
 pub mod store;
 
 pub use error::StoreError;
 pub use key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 pub use records::{ApiKeyRecord, IdempotencyRecord, LogRecord, SnapshotRecord, StoredAnswer};
 pub use recovery::RecoveryReport;
+pub use retention::{IdempotencyRetention, RetentionTooShort};
 pub use store::{
     CommitGroup, EncodedEvent, LoadedEnrollment, Put, Store, StoreOptions, VerifyOnOpen,
 };

@@ -8,6 +8,7 @@ use crate::records::{
     IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef, SnapshotRecordV1,
 };
 use crate::recovery::{self, RecoveryReport};
+use crate::retention::{IdempotencyRetention, RetentionFilterFactory, PERIODIC_COMPACTION};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId};
 use rocksdb::{
@@ -18,6 +19,7 @@ use rocksdb::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -39,6 +41,12 @@ pub struct StoreOptions {
     /// Hash buckets of the aggregate index's and the idempotency records'
     /// memtables. Tests set 1, so that every id shares one bucket.
     pub memtable_buckets: usize,
+    /// How long idempotency records are kept before compactions drop them
+    /// ([`retention`](crate::retention)), judged by the wall clock; `None`
+    /// (the default here) keeps them for ever. `loyalty serve` sets it
+    /// from its configuration; a library user or a test that writes
+    /// records with made-up times leaves it off.
+    pub idempotency_retention: Option<IdempotencyRetention>,
 }
 
 impl StoreOptions {
@@ -48,6 +56,7 @@ impl StoreOptions {
             verify: VerifyOnOpen::Full,
             block_cache_bytes: 256 << 20,
             memtable_buckets: MEMTABLE_BUCKETS,
+            idempotency_retention: None,
         }
     }
 }
@@ -100,6 +109,9 @@ pub struct Batch {
 pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
+    /// Idempotency records compactions have dropped since open, past
+    /// their retention.
+    expired: Arc<AtomicU64>,
 }
 
 /// Buckets of the hash memtables (aggregate index, idempotency): one
@@ -131,6 +143,7 @@ impl Store {
             detail: e.to_string(),
         })?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let expired = Arc::new(AtomicU64::new(0));
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
@@ -191,6 +204,15 @@ impl Store {
                     branching_factor: 4,
                 });
             }
+            if *cf == Cf::Idempotency {
+                if let Some(retention) = options.idempotency_retention {
+                    cf_options.set_compaction_filter_factory(RetentionFilterFactory {
+                        retention,
+                        dropped: expired.clone(),
+                    });
+                    cf_options.set_periodic_compaction_seconds(PERIODIC_COMPACTION.as_secs());
+                }
+            }
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
         });
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(|e| {
@@ -210,6 +232,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             path,
+            expired,
         };
         store.check_format()?;
         let report = recovery::recover(&store, options.verify, started)?;
@@ -731,6 +754,26 @@ impl Store {
             .property_int_value_cf(self.cf(Cf::Log), "rocksdb.block-cache-usage")?
             .unwrap_or(0);
         Ok(total)
+    }
+
+    /// Idempotency records dropped past their retention since this store
+    /// was opened (by its compactions).
+    pub fn idempotency_records_expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// Compacts the idempotency records now, dropping every one past its
+    /// retention without waiting for RocksDB to choose to (tests).
+    pub fn compact_idempotency(&self) {
+        let mut options = rocksdb::CompactOptions::default();
+        // Rewrite the bottom level too: that is where old records sit.
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db.compact_range_cf_opt(
+            self.cf(Cf::Idempotency),
+            None::<&[u8]>,
+            None::<&[u8]>,
+            &options,
+        );
     }
 
     /// Flushes memtables to SST files (tests and backups).

@@ -1,0 +1,191 @@
+//! How long idempotency records are kept, and the compaction filter that
+//! drops them afterwards.
+//!
+//! Every successful transaction leaves an idempotency record (its first
+//! request and its answer), so without a bound the `idempotency` column
+//! family grows with every sale for ever. The contract promises keys for
+//! at least [`MIN_IDEMPOTENCY_RETENTION`] (7 days); the engine keeps them
+//! [`DEFAULT_IDEMPOTENCY_RETENTION`] unless told otherwise, and never less
+//! than the contract's 7 days.
+//!
+//! Records are dropped by RocksDB's compactions, not by a sweep: a
+//! compaction that rewrites a record whose `recorded_at` lies further back
+//! than the retention leaves it out ([`ExpiredRecords`]). Nothing else
+//! changes: a key whose record is gone is a new key again, and the
+//! enrollment's key digests (which may still hold its digest) only cost
+//! that key a read that finds nothing. Compactions run as data moves down
+//! the levels; for a quiet engine whose files would otherwise never be
+//! rewritten, the column family also asks RocksDB for a periodic
+//! compaction of any file older than [`PERIODIC_COMPACTION`], so a record
+//! outlives its retention by about that much at most.
+//!
+//! A record that cannot be decoded is kept: dropping it would hide damage
+//! that reading it reports.
+
+use crate::envelope::{self, Kind};
+use crate::records::IdempotencyRecord;
+use rocksdb::compaction_filter::{CompactionFilter, Decision};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The contract's promise: a key is remembered at least this long.
+pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// What the engine keeps unless configured: well past the contract's 7
+/// days, so that a till that was offline for a week or two and replays
+/// its queued sales still finds their keys.
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The age past which RocksDB rewrites a table file of the idempotency
+/// records even when nothing else would: how long a record may outlive its
+/// retention on an engine too quiet to compact.
+pub const PERIODIC_COMPACTION: Duration = DAY;
+
+/// How long idempotency records are kept: never less than
+/// [`MIN_IDEMPOTENCY_RETENTION`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotencyRetention {
+    keep_for: Duration,
+}
+
+/// A retention shorter than the contract allows.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("idempotency keys must be kept at least {min_days} days (the contract); {days} days asked")]
+pub struct RetentionTooShort {
+    pub days: u64,
+    pub min_days: u64,
+}
+
+impl IdempotencyRetention {
+    /// Keep records this many days.
+    pub fn days(days: u64) -> Result<Self, RetentionTooShort> {
+        let min_days = MIN_IDEMPOTENCY_RETENTION.as_secs() / DAY.as_secs();
+        if days < min_days {
+            return Err(RetentionTooShort { days, min_days });
+        }
+        Ok(IdempotencyRetention {
+            keep_for: DAY.saturating_mul(u32::try_from(days).unwrap_or(u32::MAX)),
+        })
+    }
+
+    pub fn keep_for(self) -> Duration {
+        self.keep_for
+    }
+}
+
+impl Default for IdempotencyRetention {
+    fn default() -> Self {
+        IdempotencyRetention {
+            keep_for: DEFAULT_IDEMPOTENCY_RETENTION,
+        }
+    }
+}
+
+/// Makes one [`ExpiredRecords`] filter per compaction, each with the time
+/// the compaction started (so one compaction judges every record against
+/// the same instant). Counts what its filters drop.
+pub(crate) struct RetentionFilterFactory {
+    pub retention: IdempotencyRetention,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl CompactionFilterFactory for RetentionFilterFactory {
+    type Filter = ExpiredRecords;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> ExpiredRecords {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let keep_for_ms = i64::try_from(self.retention.keep_for.as_millis()).unwrap_or(i64::MAX);
+        ExpiredRecords {
+            recorded_before_ms: now_ms.saturating_sub(keep_for_ms),
+            dropped: self.dropped.clone(),
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"loyalty-idempotency-retention"
+    }
+}
+
+/// The filter of one compaction: drops idempotency records recorded
+/// before `recorded_before_ms`.
+pub(crate) struct ExpiredRecords {
+    recorded_before_ms: i64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ExpiredRecords {
+    /// Whether a stored value is a record old enough to drop.
+    fn expired(&self, value: &[u8]) -> bool {
+        match envelope::decode::<IdempotencyRecord>(Kind::Idempotency, value, String::new) {
+            Ok(record) => record.recorded_at.0 < self.recorded_before_ms,
+            // Kept: a read of it reports the damage, a drop would hide it.
+            Err(_) => false,
+        }
+    }
+}
+
+impl CompactionFilter for ExpiredRecords {
+    fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> Decision {
+        if self.expired(value) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            Decision::Remove
+        } else {
+            Decision::Keep
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"loyalty-idempotency-retention"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_never_below_the_contracts_seven_days() {
+        assert_eq!(
+            IdempotencyRetention::days(6),
+            Err(RetentionTooShort {
+                days: 6,
+                min_days: 7
+            })
+        );
+        assert_eq!(
+            IdempotencyRetention::days(0).unwrap_err().to_string(),
+            "idempotency keys must be kept at least 7 days (the contract); 0 days asked"
+        );
+        assert_eq!(
+            IdempotencyRetention::days(7).unwrap().keep_for(),
+            MIN_IDEMPOTENCY_RETENTION
+        );
+        assert_eq!(
+            IdempotencyRetention::default().keep_for(),
+            IdempotencyRetention::days(30).unwrap().keep_for()
+        );
+        // Absurdly long asks saturate rather than overflow.
+        assert!(IdempotencyRetention::days(u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn an_undecodable_value_is_kept() {
+        let mut filter = ExpiredRecords {
+            recorded_before_ms: i64::MAX,
+            dropped: Arc::default(),
+        };
+        assert!(matches!(
+            filter.filter(1, b"key", b"not an envelope"),
+            Decision::Keep
+        ));
+        assert_eq!(filter.dropped.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,152 @@
+//! Idempotency records past their retention: compactions drop them, keep
+//! the rest, keep what they cannot decode, and drop nothing without a
+//! retention.
+
+use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
+use loyalty_engine::enrollment::{Request, TransactionOutcome};
+use loyalty_engine::time::DAY_MS;
+use loyalty_engine::{EnrollmentId, EventId, Timestamp, TransactionId};
+use loyalty_persistence::keys::{self, Cf};
+use loyalty_persistence::{
+    CommitGroup, IdempotencyRecord, IdempotencyRetention, Put, Store, StoreError, StoreOptions,
+    StoredAnswer,
+};
+use std::time::{SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn record(recorded_at: i64) -> IdempotencyRecord {
+    IdempotencyRecord {
+        request: Request::Earn(EarnPoints {
+            value: EarnValue::Points(10),
+            reason: None,
+            reference: Some("till 4".into()),
+        }),
+        answer: StoredAnswer {
+            outcome: TransactionOutcome {
+                transaction_id: TransactionId(Uuid::now_v7()),
+                points: 10,
+                shortfall: 0,
+                balance: 10,
+                pending: 0,
+                lifetime_points: 10,
+                tier: None,
+                version: 2,
+                event_index: 0,
+            },
+            event_id: EventId(Uuid::now_v7()),
+        },
+        recorded_at: Timestamp(recorded_at),
+    }
+}
+
+fn write(store: &Store, puts: Vec<Put>) {
+    let mut next = store.next_sequence().unwrap();
+    let mut batch = store.batch();
+    let group = CommitGroup {
+        events: Vec::new(),
+        puts,
+    };
+    store.add_group(&mut batch, &group, &mut next);
+    store.write(batch, true).unwrap();
+}
+
+/// Records of two enrollments at ages either side of a 7-day retention,
+/// and one damaged value; then every table file compacted.
+fn aged_records(options: &StoreOptions) -> (Store, EnrollmentId, EnrollmentId) {
+    let (store, _) = Store::open(options).unwrap();
+    let (a, b) = (
+        EnrollmentId(Uuid::from_u128(7)),
+        EnrollmentId(Uuid::from_u128(8)),
+    );
+    let now = now_ms();
+    let put = |id, key: &str, age_days: i64| {
+        Store::idempotency_put(id, key, &record(now - age_days * DAY_MS)).unwrap()
+    };
+    write(
+        &store,
+        vec![
+            put(a, "a-40-days", 40),
+            put(a, "a-8-days", 8),
+            put(a, "a-6-days", 6),
+            put(b, "b-today", 0),
+            put(b, "b-8-days", 8),
+            Put {
+                cf: Cf::Idempotency,
+                key: keys::idempotency(b.as_bytes(), "b-damaged"),
+                value: b"not an envelope".to_vec(),
+            },
+        ],
+    );
+    // In a table file, as compactions only see those.
+    store.flush().unwrap();
+    store.compact_idempotency();
+    (store, a, b)
+}
+
+fn kept(store: &Store, id: EnrollmentId, key: &str) -> bool {
+    store.idempotency(id, key).unwrap().is_some()
+}
+
+#[test]
+fn a_compaction_drops_records_past_the_retention_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    let (store, a, b) = aged_records(&options);
+
+    assert!(!kept(&store, a, "a-40-days"));
+    assert!(!kept(&store, a, "a-8-days"));
+    assert!(!kept(&store, b, "b-8-days"));
+    assert!(kept(&store, a, "a-6-days"));
+    assert!(kept(&store, b, "b-today"));
+    assert_eq!(store.idempotency_records_expired(), 3);
+    // What survives is whole, and the damaged value is still there to be
+    // reported, not silently gone.
+    assert_eq!(
+        store
+            .idempotency(a, "a-6-days")
+            .unwrap()
+            .unwrap()
+            .answer
+            .outcome
+            .points,
+        10
+    );
+    assert!(matches!(
+        store.idempotency(b, "b-damaged"),
+        Err(StoreError::Corrupt { .. })
+    ));
+    // An activation's scan of the keys sees only what is left.
+    assert_eq!(
+        store.key_digests(a).unwrap().known().map(<[u32]>::len),
+        Some(1)
+    );
+    assert_eq!(
+        store.key_digests(b).unwrap().known().map(<[u32]>::len),
+        Some(2)
+    );
+
+    // Dropped for good: a reopen (with no retention at all) does not bring
+    // them back from an older level or the log.
+    drop(store);
+    let (store, _) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    assert!(!kept(&store, a, "a-8-days"));
+    assert!(kept(&store, a, "a-6-days"));
+}
+
+#[test]
+fn without_a_retention_nothing_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = aged_records(&StoreOptions::new(dir.path()));
+    assert!(kept(&store, a, "a-40-days"));
+    assert!(kept(&store, a, "a-8-days"));
+    assert!(kept(&store, b, "b-8-days"));
+    assert_eq!(store.idempotency_records_expired(), 0);
+}
