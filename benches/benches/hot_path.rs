@@ -112,6 +112,26 @@ fn domain(c: &mut Criterion) {
         })
     });
 
+    // What a compaction asks of each idempotency record it rewrites: is it
+    // past its retention? (A decode of the record; it is kept here.)
+    let record = loyalty_persistence::IdempotencyRecord {
+        request: request.clone(),
+        answer: StoredAnswer {
+            outcome: decide(&state, &rules, Some((&request, id)), now)
+                .unwrap()
+                .outcome
+                .expect("an earn has an outcome"),
+            event_id: EventId(Uuid::now_v7()),
+        },
+        recorded_at: now,
+    };
+    let value = Store::idempotency_put(state.enrollment_id, "till-4-receipt-88213", &record)
+        .unwrap()
+        .value;
+    c.bench_function("retention/check", |b| {
+        b.iter(|| loyalty_persistence::retention::expired(black_box(&value), T0.0))
+    });
+
     let body = br#"{"enrollmentId":"0190d6a1-2b3c-7d4e-8f90-123456789abc","points":120,"idempotencyKey":"till-4-receipt-88213","reason":"purchase","reference":"till-4"}"#;
     c.bench_function("json/earn_decode", |b| {
         b.iter(|| wire::decode::<EarnBody>(black_box(body)).unwrap())

@@ -19,6 +19,11 @@ pub const FORMAT: u8 = 1;
 /// ([`SnapshotRecord`](crate::SnapshotRecord)). Snapshots of format
 /// [`FORMAT`] are still read: they have no digests.
 pub const SNAPSHOT_FORMAT: u8 = 2;
+/// Idempotency records since they put `recorded_at` first, so that a
+/// compaction judging their age reads one number instead of the record
+/// ([`retention`](crate::retention)). Idempotency records of format
+/// [`FORMAT`] are still read.
+pub const IDEMPOTENCY_FORMAT: u8 = 2;
 
 const HEADER_BYTES: usize = 6;
 /// First capacity of an encoded record: a typical log record or
@@ -86,6 +91,23 @@ pub fn decode_as<T: DeserializeOwned>(
     bytes: &[u8],
     what: impl FnOnce() -> String,
 ) -> Result<T, StoreError> {
+    let mut what = Some(what);
+    let mut name = || what.take().map_or_else(String::new, |what| what());
+    let payload = payload(format, kind, bytes, &mut name)?;
+    postcard::from_bytes(payload).map_err(|e| StoreError::Corrupt {
+        what: name(),
+        detail: format!("undecodable payload: {e}"),
+    })
+}
+
+/// The payload of an envelope of a given format and kind, once its header
+/// and checksum are checked: for a reader that decodes only part of it.
+pub fn payload(
+    format: u8,
+    kind: Kind,
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<&[u8], StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         what: what(),
         detail,
@@ -113,8 +135,7 @@ pub fn decode_as<T: DeserializeOwned>(
             "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
         )));
     }
-    postcard::from_bytes(&bytes[HEADER_BYTES..])
-        .map_err(|e| corrupt(format!("undecodable payload: {e}")))
+    Ok(&bytes[HEADER_BYTES..])
 }
 
 fn kind_name(kind: Kind) -> &'static str {

@@ -1,5 +1,7 @@
 //! The values stored in each column family.
 
+use crate::envelope::{self, Kind, FORMAT, IDEMPOTENCY_FORMAT};
+use crate::error::StoreError;
 use crate::key_digests::KeyDigests;
 use loyalty_engine::enrollment::{Enrollment, Request, TransactionOutcome};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
@@ -63,6 +65,70 @@ pub struct IdempotencyRecord {
     pub request: Request,
     pub answer: StoredAnswer,
     pub recorded_at: Timestamp,
+}
+
+/// An idempotency record as encoded since envelope format
+/// [`IDEMPOTENCY_FORMAT`]: `recorded_at` first, so that a compaction
+/// judging the record's age ([`crate::retention`]) reads one varint and
+/// decodes nothing else. Format [`FORMAT`] (the fields in
+/// [`IdempotencyRecord`]'s order) is still read.
+#[derive(Serialize)]
+struct IdempotencyRecordRef<'a> {
+    recorded_at: Timestamp,
+    request: &'a Request,
+    answer: &'a StoredAnswer,
+}
+
+/// [`IdempotencyRecordRef`], read back.
+#[derive(Deserialize)]
+struct IdempotencyRecordV2 {
+    recorded_at: Timestamp,
+    request: Request,
+    answer: StoredAnswer,
+}
+
+impl IdempotencyRecord {
+    /// The record's envelope, in the current format.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let record = IdempotencyRecordRef {
+            recorded_at: self.recorded_at,
+            request: &self.request,
+            answer: &self.answer,
+        };
+        envelope::encode_as(IDEMPOTENCY_FORMAT, Kind::Idempotency, &record)
+    }
+
+    /// Reads a record of either format.
+    pub fn decode(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Self, StoreError> {
+        if envelope::format_of(bytes) == Some(FORMAT) {
+            return envelope::decode_as(FORMAT, Kind::Idempotency, bytes, what);
+        }
+        let IdempotencyRecordV2 {
+            recorded_at,
+            request,
+            answer,
+        } = envelope::decode_as(IDEMPOTENCY_FORMAT, Kind::Idempotency, bytes, what)?;
+        Ok(IdempotencyRecord {
+            request,
+            answer,
+            recorded_at,
+        })
+    }
+
+    /// When a stored record was recorded, with its envelope checked but
+    /// (in the current format) nothing else decoded.
+    pub fn recorded_at_of(bytes: &[u8]) -> Result<Timestamp, StoreError> {
+        if envelope::format_of(bytes) == Some(FORMAT) {
+            return Self::decode(bytes, String::new).map(|record| record.recorded_at);
+        }
+        let payload = envelope::payload(IDEMPOTENCY_FORMAT, Kind::Idempotency, bytes, String::new)?;
+        postcard::take_from_bytes::<Timestamp>(payload)
+            .map(|(recorded_at, _)| recorded_at)
+            .map_err(|e| StoreError::Corrupt {
+                what: String::new(),
+                detail: format!("undecodable payload: {e}"),
+            })
+    }
 }
 
 /// An API key, found by the SHA-256 of its text.

@@ -634,7 +634,7 @@ impl Store {
         let db_key = keys::idempotency(enrollment.as_bytes(), key);
         match self.db.get_pinned_cf(self.cf(Cf::Idempotency), &db_key)? {
             None => Ok(None),
-            Some(bytes) => envelope::decode(Kind::Idempotency, &bytes, || {
+            Some(bytes) => IdempotencyRecord::decode(&bytes, || {
                 format!("idempotency record {enrollment}/{key}")
             })
             .map(Some),
@@ -649,7 +649,7 @@ impl Store {
         Ok(Put {
             cf: Cf::Idempotency,
             key: keys::idempotency(enrollment.as_bytes(), key),
-            value: envelope::encode(Kind::Idempotency, record)?,
+            value: record.encode()?,
         })
     }
 

@@ -6,6 +6,7 @@ use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
 use loyalty_engine::enrollment::{Request, TransactionOutcome};
 use loyalty_engine::time::DAY_MS;
 use loyalty_engine::{EnrollmentId, EventId, Timestamp, TransactionId};
+use loyalty_persistence::envelope::{self, Kind};
 use loyalty_persistence::keys::{self, Cf};
 use loyalty_persistence::{
     CommitGroup, IdempotencyRecord, IdempotencyRetention, Put, Store, StoreError, StoreOptions,
@@ -46,6 +47,17 @@ fn record(recorded_at: i64) -> IdempotencyRecord {
     }
 }
 
+/// An idempotency record in envelope format 1: `IdempotencyRecord`'s own
+/// field order, `recorded_at` last.
+fn first_format(id: EnrollmentId, key: &str, recorded_at: i64) -> Put {
+    Put {
+        cf: Cf::Idempotency,
+        key: keys::idempotency(id.as_bytes(), key),
+        value: envelope::encode_as(envelope::FORMAT, Kind::Idempotency, &record(recorded_at))
+            .unwrap(),
+    }
+}
+
 fn write(store: &Store, puts: Vec<Put>) {
     let mut next = store.next_sequence().unwrap();
     let mut batch = store.batch();
@@ -75,6 +87,9 @@ fn aged_records(options: &StoreOptions) -> (Store, EnrollmentId, EnrollmentId) {
             put(a, "a-40-days", 40),
             put(a, "a-8-days", 8),
             put(a, "a-6-days", 6),
+            // Written by a build from before recorded_at came first.
+            first_format(a, "a-8-days-format-1", now - 8 * DAY_MS),
+            first_format(a, "a-6-days-format-1", now - 6 * DAY_MS),
             put(b, "b-today", 0),
             put(b, "b-8-days", 8),
             Put {
@@ -104,9 +119,11 @@ fn a_compaction_drops_records_past_the_retention_and_keeps_the_rest() {
     assert!(!kept(&store, a, "a-40-days"));
     assert!(!kept(&store, a, "a-8-days"));
     assert!(!kept(&store, b, "b-8-days"));
+    assert!(!kept(&store, a, "a-8-days-format-1"));
     assert!(kept(&store, a, "a-6-days"));
+    assert!(kept(&store, a, "a-6-days-format-1"));
     assert!(kept(&store, b, "b-today"));
-    assert_eq!(store.idempotency_records_expired(), 3);
+    assert_eq!(store.idempotency_records_expired(), 4);
     // What survives is whole, and the damaged value is still there to be
     // reported, not silently gone.
     assert_eq!(
@@ -126,7 +143,7 @@ fn a_compaction_drops_records_past_the_retention_and_keeps_the_rest() {
     // An activation's scan of the keys sees only what is left.
     assert_eq!(
         store.key_digests(a).unwrap().known().map(<[u32]>::len),
-        Some(1)
+        Some(2)
     );
     assert_eq!(
         store.key_digests(b).unwrap().known().map(<[u32]>::len),
@@ -139,6 +156,42 @@ fn a_compaction_drops_records_past_the_retention_and_keeps_the_rest() {
     let (store, _) = Store::open(&StoreOptions::new(dir.path())).unwrap();
     assert!(!kept(&store, a, "a-8-days"));
     assert!(kept(&store, a, "a-6-days"));
+}
+
+/// Records are written with `recorded_at` first (what the filter reads
+/// alone) and read back whole in either format; damage to either is
+/// reported, never taken for a time.
+#[test]
+fn records_of_both_formats_read_back_whole_and_give_their_time() {
+    let record = record(1_700_000_000_123);
+    let current = record.encode().unwrap();
+    assert_eq!(
+        envelope::format_of(&current),
+        Some(envelope::IDEMPOTENCY_FORMAT)
+    );
+    let first = envelope::encode_as(envelope::FORMAT, Kind::Idempotency, &record).unwrap();
+    for bytes in [&current, &first] {
+        assert_eq!(
+            IdempotencyRecord::decode(bytes, String::new).unwrap(),
+            record
+        );
+        assert_eq!(
+            IdempotencyRecord::recorded_at_of(bytes).unwrap(),
+            record.recorded_at
+        );
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x40;
+            assert!(
+                IdempotencyRecord::recorded_at_of(&damaged).is_err(),
+                "byte {i}"
+            );
+            assert!(
+                IdempotencyRecord::decode(&damaged, String::new).is_err(),
+                "byte {i}"
+            );
+        }
+    }
 }
 
 #[test]
