@@ -16,12 +16,13 @@
 //! filter checks the envelope and reads one varint, about 50 ns a record
 //! (criterion `retention/check`), where decoding the whole record took
 //! four times that; every compaction a record passes through pays it
-//! again. Nothing else
-//! changes: a key whose record is gone is a new key again, and the
-//! enrollment's key digests (which may still hold its digest) only cost
-//! that key a read that finds nothing. Compactions run as data moves down
-//! the levels; for a quiet engine whose files would otherwise never be
-//! rewritten, the column family also asks RocksDB for a periodic
+//! again.
+//!
+//! Nothing else changes: a key whose record is gone is a new key again,
+//! and the enrollment's key digests (which may still hold its digest) only
+//! cost that key a read that finds nothing. Compactions run as data moves
+//! down the levels; for a quiet engine whose files would otherwise never
+//! be rewritten, the column family also asks RocksDB for a periodic
 //! compaction of any file older than [`PERIODIC_COMPACTION`], so a record
 //! outlives its retention by about that much at most.
 //!
