@@ -2,16 +2,16 @@
 //! none, what a snapshot keeps, and that a snapshot of the first format
 //! (without digests) is still read.
 
-use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
-use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent, Request, TransactionOutcome};
+mod common;
+
+use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{
     BusinessId, CustomerId, DomainEvent, EnrollmentId, EventId, ProgramId, Timestamp, TransactionId,
 };
 use loyalty_persistence::envelope::{self, Kind};
 use loyalty_persistence::keys::Cf;
 use loyalty_persistence::{
-    CommitGroup, IdempotencyRecord, KeyDigests, LogRecord, Put, Store, StoreOptions, StoredAnswer,
-    KEY_DIGESTS_MAX,
+    CommitGroup, KeyDigests, LogRecord, Put, Store, StoreOptions, KEY_DIGESTS_MAX,
 };
 use uuid::Uuid;
 
@@ -39,28 +39,7 @@ fn enrolled(id: EnrollmentId) -> (Enrollment, LogRecord) {
 }
 
 fn key_record(id: EnrollmentId, key: &str) -> Put {
-    let record = IdempotencyRecord {
-        request: Request::Earn(EarnPoints {
-            value: EarnValue::Points(10),
-            reason: None,
-            reference: None,
-        }),
-        answer: StoredAnswer {
-            outcome: TransactionOutcome {
-                transaction_id: TransactionId(Uuid::now_v7()),
-                points: 10,
-                shortfall: 0,
-                balance: 10,
-                pending: 0,
-                lifetime_points: 10,
-                tier: None,
-                version: 2,
-                event_index: 0,
-            },
-            event_id: EventId(Uuid::now_v7()),
-        },
-        recorded_at: Timestamp(0),
-    };
+    let record = common::earn_record(Timestamp(0));
     Store::idempotency_put(id, key, &record).unwrap()
 }
 

@@ -2,15 +2,14 @@
 //! the rest, keep what they cannot decode, and drop nothing without a
 //! retention.
 
-use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
-use loyalty_engine::enrollment::{Request, TransactionOutcome};
+mod common;
+
 use loyalty_engine::time::DAY_MS;
-use loyalty_engine::{EnrollmentId, EventId, Timestamp, TransactionId};
+use loyalty_engine::{EnrollmentId, Timestamp};
 use loyalty_persistence::envelope::{self, Kind};
 use loyalty_persistence::keys::{self, Cf};
 use loyalty_persistence::{
     CommitGroup, IdempotencyRecord, IdempotencyRetention, Put, Store, StoreError, StoreOptions,
-    StoredAnswer,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
@@ -23,28 +22,7 @@ fn now_ms() -> i64 {
 }
 
 fn record(recorded_at: i64) -> IdempotencyRecord {
-    IdempotencyRecord {
-        request: Request::Earn(EarnPoints {
-            value: EarnValue::Points(10),
-            reason: None,
-            reference: Some("till 4".into()),
-        }),
-        answer: StoredAnswer {
-            outcome: TransactionOutcome {
-                transaction_id: TransactionId(Uuid::now_v7()),
-                points: 10,
-                shortfall: 0,
-                balance: 10,
-                pending: 0,
-                lifetime_points: 10,
-                tier: None,
-                version: 2,
-                event_index: 0,
-            },
-            event_id: EventId(Uuid::now_v7()),
-        },
-        recorded_at: Timestamp(recorded_at),
-    }
+    common::earn_record(Timestamp(recorded_at))
 }
 
 /// An idempotency record in envelope format 1: `IdempotencyRecord`'s own
