@@ -42,7 +42,8 @@ fn operator_token(settings: &Settings) -> anyhow::Result<String> {
     Ok(format!("sha256:{digest}"))
 }
 
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// How `serve` opens its data directory.
+fn store_options(settings: &Settings) -> StoreOptions {
     let mut options = StoreOptions::new(&settings.data_dir);
     options.verify = if settings.verify_full {
         VerifyOnOpen::Full
@@ -50,6 +51,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         VerifyOnOpen::Tail(1_000_000)
     };
     options.idempotency_retention = Some(settings.idempotency_retention);
+    options
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let options = store_options(&settings);
     info!(data_dir = %settings.data_dir.display(), "recovering");
     let (store, report) = Store::open(&options)?;
     info!(
@@ -130,4 +136,35 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeArgs;
+    use loyalty_persistence::IdempotencyRetention;
+
+    /// The library keeps idempotency records for ever unless told; the
+    /// engine always gives it the configured retention.
+    #[test]
+    fn the_engine_opens_its_store_with_the_configured_retention() {
+        let settings = ServeArgs::default().resolve().unwrap();
+        assert_eq!(
+            store_options(&settings).idempotency_retention,
+            Some(IdempotencyRetention::default())
+        );
+        let settings = ServeArgs {
+            idempotency_retention_days: Some(9),
+            verify_on_start: Some(crate::config::VerifyArg::Tail),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let options = store_options(&settings);
+        assert_eq!(
+            options.idempotency_retention,
+            Some(IdempotencyRetention::days(9).unwrap())
+        );
+        assert_eq!(options.verify, VerifyOnOpen::Tail(1_000_000));
+    }
 }

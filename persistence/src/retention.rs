@@ -23,8 +23,16 @@
 //! cost that key a read that finds nothing. Compactions run as data moves
 //! down the levels; for a quiet engine whose files would otherwise never
 //! be rewritten, the column family also asks RocksDB for a periodic
-//! compaction of any file older than [`PERIODIC_COMPACTION`], so a record
-//! outlives its retention by about that much at most.
+//! compaction of any file no compaction has written for a quarter of the
+//! retention ([`IdempotencyRetention::periodic_compaction`]), so a record
+//! outlives its retention by about that much at most. Not less: a
+//! compaction's output files count from when they were written, so a
+//! period of a day would rewrite the whole family every day, some thirty
+//! times over a record's 30 days, where a quarter costs at most four.
+//!
+//! A record's age is judged by this machine's clock against the time the
+//! engine's clock gave the record: a clock set ahead drops records early,
+//! which the default's margin over the contract's 7 days absorbs.
 //!
 //! A record that cannot be decoded is kept: dropping it would hide damage
 //! that reading it reports.
@@ -47,11 +55,6 @@ pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 
 /// days, so that a till that was offline for a week or two and replays
 /// its queued sales still finds their keys.
 pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-
-/// The age past which RocksDB rewrites a table file of the idempotency
-/// records even when nothing else would: how long a record may outlive its
-/// retention on an engine too quiet to compact.
-pub const PERIODIC_COMPACTION: Duration = DAY;
 
 /// How long idempotency records are kept: never less than
 /// [`MIN_IDEMPOTENCY_RETENTION`].
@@ -82,6 +85,14 @@ impl IdempotencyRetention {
 
     pub fn keep_for(self) -> Duration {
         self.keep_for
+    }
+
+    /// The age past which RocksDB rewrites a table file of the records
+    /// even when nothing else would: a quarter of the retention, at least
+    /// a day. How long a record may outlive its retention on an engine too
+    /// quiet to compact, and how often such a file is rewritten for it.
+    pub fn periodic_compaction(self) -> Duration {
+        (self.keep_for / 4).max(DAY)
     }
 }
 
@@ -121,7 +132,8 @@ impl CompactionFilterFactory for RetentionFilterFactory {
 }
 
 /// The filter of one compaction: drops idempotency records recorded
-/// before `recorded_before_ms`.
+/// before `recorded_before_ms`. Its count is of decisions: a compaction
+/// that fails and is run again counts its records again.
 pub(crate) struct ExpiredRecords {
     recorded_before_ms: i64,
     dropped: Arc<AtomicU64>,
@@ -177,6 +189,22 @@ mod tests {
         assert_eq!(
             IdempotencyRetention::default().keep_for(),
             IdempotencyRetention::days(30).unwrap().keep_for()
+        );
+        // A file nothing else rewrites is rewritten every quarter of the
+        // retention, never more often than daily.
+        assert_eq!(
+            IdempotencyRetention::default().periodic_compaction(),
+            DAY * 30 / 4
+        );
+        assert_eq!(
+            IdempotencyRetention::days(7).unwrap().periodic_compaction(),
+            DAY * 7 / 4
+        );
+        assert_eq!(
+            IdempotencyRetention::days(3650)
+                .unwrap()
+                .periodic_compaction(),
+            DAY * 3650 / 4
         );
         // Absurdly long asks saturate rather than overflow.
         assert!(IdempotencyRetention::days(u64::MAX).is_ok());

@@ -8,7 +8,7 @@ use crate::records::{
     IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef, SnapshotRecordV1,
 };
 use crate::recovery::{self, RecoveryReport};
-use crate::retention::{IdempotencyRetention, RetentionFilterFactory, PERIODIC_COMPACTION};
+use crate::retention::{IdempotencyRetention, RetentionFilterFactory};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId};
 use rocksdb::{
@@ -210,7 +210,8 @@ impl Store {
                         retention,
                         dropped: expired.clone(),
                     });
-                    cf_options.set_periodic_compaction_seconds(PERIODIC_COMPACTION.as_secs());
+                    cf_options
+                        .set_periodic_compaction_seconds(retention.periodic_compaction().as_secs());
                 }
             }
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
