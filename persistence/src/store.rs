@@ -120,7 +120,18 @@ pub struct Store {
 pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
-pub const DATA_FORMAT: u32 = 1;
+///
+/// 2 since idempotency records put `recorded_at` first (envelope format
+/// [`IDEMPOTENCY_FORMAT`](crate::envelope::IDEMPOTENCY_FORMAT)). A
+/// directory of format 1 is upgraded when opened: this build reads every
+/// record of it. The number is what stops a build from before the change
+/// at start-up ("data directory format 2 is not supported"), instead of
+/// letting it serve and then fail on the first retried key whose record
+/// it cannot read.
+pub const DATA_FORMAT: u32 = 2;
+
+/// Older data directory formats this build reads, and upgrades on open.
+const UPGRADED_FORMATS: [u32; 1] = [1];
 
 /// Read options for one id's keys in the aggregate index or the
 /// idempotency records: RocksDB stops at the id's last key, so neither the
@@ -252,18 +263,14 @@ impl Store {
 
     fn check_format(&self) -> Result<(), StoreError> {
         match self.db.get_cf(self.cf(Cf::Meta), keys::meta::FORMAT)? {
-            None => {
-                let value = envelope::encode(Kind::Meta, &DATA_FORMAT)?;
-                let mut sync = WriteOptions::default();
-                sync.set_sync(true);
-                self.db
-                    .put_cf_opt(self.cf(Cf::Meta), keys::meta::FORMAT, value, &sync)?;
-                Ok(())
-            }
+            None => self.write_format(),
             Some(bytes) => {
                 let found: u32 = envelope::decode(Kind::Meta, &bytes, || "meta/format".into())?;
                 if found == DATA_FORMAT {
                     Ok(())
+                } else if UPGRADED_FORMATS.contains(&found) {
+                    // Before anything is written in the new format.
+                    self.write_format()
                 } else {
                     Err(StoreError::Format {
                         found,
@@ -272,6 +279,16 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Records (synced) that the directory is of this build's format.
+    fn write_format(&self) -> Result<(), StoreError> {
+        let value = envelope::encode(Kind::Meta, &DATA_FORMAT)?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(Cf::Meta), keys::meta::FORMAT, value, &sync)?;
+        Ok(())
     }
 
     pub fn batch(&self) -> Batch {

@@ -3,6 +3,7 @@
 
 use loyalty_engine::catalog::{Business, CatalogEvent};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
+use loyalty_persistence::envelope::{self, Kind};
 use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -144,47 +145,75 @@ fn a_torn_last_write_is_dropped_and_everything_before_it_kept() {
     assert_eq!(store.read_log(0, usize::MAX).unwrap().len() as u64, kept);
 }
 
+/// The data directory as RocksDB alone sees it (no engine options).
+fn raw_db(dir: &Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        dir,
+        [
+            "log",
+            "aggregate",
+            "snapshot",
+            "idempotency",
+            "catalog",
+            "meta",
+        ],
+    )
+    .unwrap()
+}
+
+fn set_format(dir: &Path, format: u32) {
+    let db = raw_db(dir);
+    let meta = db.cf_handle("meta").unwrap();
+    let value = envelope::encode(Kind::Meta, &format).unwrap();
+    db.put_cf(meta, b"format", value).unwrap();
+}
+
+fn format(dir: &Path) -> u32 {
+    let db = raw_db(dir);
+    let meta = db.cf_handle("meta").unwrap();
+    let value = db.get_cf(meta, b"format").unwrap().unwrap();
+    envelope::decode(Kind::Meta, &value, || "meta/format".into()).unwrap()
+}
+
 #[test]
 fn a_directory_of_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), false);
-    {
-        let db = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            dir.path(),
-            [
-                "log",
-                "aggregate",
-                "snapshot",
-                "idempotency",
-                "catalog",
-                "meta",
-            ],
-        )
-        .unwrap();
-        let meta = db.cf_handle("meta").unwrap();
-        let value = {
-            // A valid envelope holding format 99.
-            let mut v = vec![1u8, 5, 0, 0, 0, 0];
-            v.extend(postcard::to_allocvec(&99u32).unwrap());
-            let mut h = crc32fast::Hasher::new();
-            h.update(&v[1..2]);
-            h.update(&v[6..]);
-            let crc = h.finalize().to_le_bytes();
-            v[2..6].copy_from_slice(&crc);
-            v
-        };
-        db.put_cf(meta, b"format", value).unwrap();
-    }
+    set_format(dir.path(), 99);
     let err = open_error(dir.path());
     assert!(
         matches!(
             err,
             StoreError::Format {
                 found: 99,
-                expected: 1
+                expected: 2
             }
         ),
         "{err}"
     );
+    assert_eq!(
+        format(dir.path()),
+        99,
+        "a refused directory is left as it was"
+    );
+}
+
+/// A directory of format 1 (idempotency records with `recorded_at` last)
+/// is read as it is and marked format 2 on open, so that a build from
+/// before format 2 refuses it at start-up rather than failing later on a
+/// record it cannot read.
+#[test]
+fn a_directory_of_the_previous_format_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), true);
+    set_format(dir.path(), 1);
+    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    assert_eq!(report.next_sequence, BATCHES * PER_BATCH + 1);
+    assert_eq!(
+        store.read_log(0, usize::MAX).unwrap().len() as u64,
+        BATCHES * PER_BATCH
+    );
+    drop(store);
+    assert_eq!(format(dir.path()), 2);
 }
