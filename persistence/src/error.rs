@@ -14,8 +14,10 @@ pub enum StoreError {
     #[error("data is damaged in {what}: {detail}")]
     Corrupt { what: String, detail: String },
 
-    /// The directory was written by an incompatible format version.
-    #[error("data directory format {found} is not supported (this build reads format {expected})")]
+    /// The directory was written by an incompatible format version: a
+    /// newer build's, or one this build never knew. `expected` is the
+    /// format this build writes; it reads every older one it upgrades.
+    #[error("data directory format {found} is not supported (this build reads formats up to {expected})")]
     Format { found: u32, expected: u32 },
 
     /// A read or write failed.

@@ -193,6 +193,10 @@ fn a_directory_of_another_format_is_refused() {
         "{err}"
     );
     assert_eq!(
+        err.to_string(),
+        "data directory format 99 is not supported (this build reads formats up to 2)"
+    );
+    assert_eq!(
         format(dir.path()),
         99,
         "a refused directory is left as it was"
