@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use loyalty_actors::{Engine, EngineConfig, EngineError, ManualClock, Release};
+use loyalty_actors::{Clock, Engine, EngineConfig, EngineError, ManualClock, Release, SystemClock};
 use loyalty_engine::time::DAY_MS;
 use loyalty_engine::{DomainEvent, Timestamp};
 use loyalty_persistence::{IdempotencyRetention, KeyDigests, Store, StoreOptions, KEY_DIGESTS_MAX};
@@ -788,12 +788,7 @@ async fn past_the_digest_bound_repeated_keys_are_still_found() {
 #[actix_rt::test]
 async fn a_key_past_its_retention_is_forgotten_and_its_retry_is_new() {
     let dir = tempfile::tempdir().unwrap();
-    let now = Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-    );
+    let now = SystemClock.now();
     let clock = Arc::new(ManualClock::new(Timestamp(now.0 - 8 * DAY_MS)));
     let mut options = StoreOptions::new(dir.path());
     options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());

@@ -48,6 +48,9 @@ use thiserror::Error;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The filter's name in RocksDB's LOG (the factory and its filters alike).
+const FILTER_NAME: &CStr = c"loyalty-idempotency-retention";
+
 /// The contract's promise: a key is remembered at least this long.
 pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -127,7 +130,7 @@ impl CompactionFilterFactory for RetentionFilterFactory {
     }
 
     fn name(&self) -> &CStr {
-        c"loyalty-idempotency-retention"
+        FILTER_NAME
     }
 }
 
@@ -161,7 +164,7 @@ impl CompactionFilter for ExpiredRecords {
     }
 
     fn name(&self) -> &CStr {
-        c"loyalty-idempotency-retention"
+        FILTER_NAME
     }
 }
 

@@ -4,6 +4,7 @@
 use loyalty_engine::catalog::{Business, CatalogEvent};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
 use loyalty_persistence::envelope::{self, Kind};
+use loyalty_persistence::keys::Cf;
 use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -147,19 +148,7 @@ fn a_torn_last_write_is_dropped_and_everything_before_it_kept() {
 
 /// The data directory as RocksDB alone sees it (no engine options).
 fn raw_db(dir: &Path) -> rocksdb::DB {
-    rocksdb::DB::open_cf(
-        &rocksdb::Options::default(),
-        dir,
-        [
-            "log",
-            "aggregate",
-            "snapshot",
-            "idempotency",
-            "catalog",
-            "meta",
-        ],
-    )
-    .unwrap()
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, Cf::ALL.map(Cf::name)).unwrap()
 }
 
 fn set_format(dir: &Path, format: u32) {
