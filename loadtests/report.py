@@ -93,7 +93,10 @@ bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
   ("batch of 1 000 earns: JSON decode", "batch/json_decode"), ("batch of 1 000 earns: protobuf decode", "batch/protobuf_decode"),
   ("1 000 batch answers: JSON encode", "batch/json_encode"), ("1 000 batch answers: protobuf encode", "batch/protobuf_encode"),
   ("group commit, 1 event (one fsync)", "group_commit/1"), ("group commit, 256 events", "group_commit/256"),
-  ("group commit, 4096 events", "group_commit/4096"), ("baseline: empty actix round trip", "actor/baseline_noop"),
+  ("group commit, 4096 events", "group_commit/4096"),
+  ("publisher: 1 000 events just written, read back from the log", "publisher/read_back"),
+  ("publisher: the same 1 000, handed over in memory", "publisher/from_memory"),
+  ("baseline: empty actix round trip", "actor/baseline_noop"),
   ("earn round trip, no fsync", "actor/round_trip_unsafe_no_fsync"), ("earn round trip, fsync", "actor/round_trip_fsync")]]
 
 release_note = ("" if "thorough_release_max_us" not in mem else

@@ -56,11 +56,12 @@ impl CatalogInner {
             events: vec![Store::encode_event(&record)?],
             puts,
         };
-        let durable = self.rt.committer.submit(group)?;
+        let event_id = record.event_id;
+        let durable = self.rt.committer.submit(group, vec![record])?;
         durable
             .await
             .map_err(|_| EngineError::Stopped("the commit thread exited".into()))??;
-        Ok(record.event_id)
+        Ok(event_id)
     }
 
     pub async fn create_business(&self, name: &str) -> Result<Business, EngineError> {

@@ -5,7 +5,7 @@
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::commit::{self, CommitStats, Committer};
+use crate::commit::{self, CommitStats, Committer, RecentRecords};
 use crate::config::{Durability, EngineConfig};
 use crate::enrollment_actor::{Balance, Transact};
 use crate::error::EngineError;
@@ -268,6 +268,12 @@ impl Engine {
 
     pub fn commit_stats(&self) -> &CommitStats {
         &self.rt.committer.stats
+    }
+
+    /// The newest durable log records, for the event publisher (see
+    /// [`RecentRecords`]).
+    pub fn recent_records(&self) -> &RecentRecords {
+        &self.rt.committer.recent
     }
 
     /// The most commands admitted and not yet answered at once

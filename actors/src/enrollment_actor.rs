@@ -254,7 +254,7 @@ impl EnrollmentActor {
         rt: &Runtime,
         place: Reservation<'_>,
         before: u64,
-        records: &[LogRecord],
+        records: Vec<LogRecord>,
         mut puts: Vec<Put>,
         shard: usize,
         mut answer: Option<DirectAnswer>,
@@ -272,7 +272,7 @@ impl EnrollmentActor {
                 .collect::<Result<Vec<_>, _>>()?;
             // On failure `submit_for_shard` tells `answer`'s caller itself.
             let group = CommitGroup { events, puts };
-            place.submit_for_shard(group, shard, self.id(), version, answer.take())?;
+            place.submit_for_shard(group, records, shard, self.id(), version, answer.take())?;
             Ok::<_, EngineError>(snapshot)
         })();
         match queued {
@@ -505,7 +505,7 @@ impl EnrollmentActor {
         // to queue it is answered by `commit_applied`.
         let direct = Some((answer.clone(), reply));
         if let Ok(version) =
-            self.commit_applied(rt, place, before, &records, vec![put], shard, direct)
+            self.commit_applied(rt, place, before, records, vec![put], shard, direct)
         {
             self.inflight_keys.push(InflightKey {
                 digest,
@@ -531,7 +531,7 @@ impl EnrollmentActor {
             return Ok(None);
         }
         let records = self.records(applied.events, before + 1, now);
-        self.commit_applied(rt, place, before, &records, Vec::new(), shard, None)
+        self.commit_applied(rt, place, before, records, Vec::new(), shard, None)
             .map(Some)
     }
 
@@ -585,6 +585,7 @@ impl EnrollmentActor {
                             events: Vec::new(),
                             puts: vec![put],
                         },
+                        Vec::new(),
                         shard,
                         self.id(),
                         version,

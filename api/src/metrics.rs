@@ -29,6 +29,9 @@ pub struct Metrics {
     /// for a few additions, far from the fsync that dominates a request.
     routes: Mutex<BTreeMap<(String, String, u16), RouteStats>>,
     pub events_published: AtomicU64,
+    /// Log records the publisher read back from the store because they
+    /// were no longer in memory (after a restart, or having fallen behind).
+    pub events_read_back: AtomicU64,
     /// Sequence number of the newest event published to NATS.
     pub published_sequence: AtomicU64,
 }
@@ -104,11 +107,13 @@ impl Metrics {
              # HELP loyalty_active_enrollments Enrollment actors in memory.\n# TYPE loyalty_active_enrollments gauge\nloyalty_active_enrollments {}\n\
              # HELP loyalty_passivation_slices_total Slices of idle enrollments passivated (each holds its shard about a millisecond).\n# TYPE loyalty_passivation_slices_total counter\nloyalty_passivation_slices_total {}\n\
              # HELP loyalty_events_published_total Events published to NATS.\n# TYPE loyalty_events_published_total counter\nloyalty_events_published_total {}\n\
+             # HELP loyalty_events_read_back_total Log records the publisher read back from the data directory (not in memory any more).\n# TYPE loyalty_events_read_back_total counter\nloyalty_events_read_back_total {}\n\
              # HELP loyalty_publish_lag_events Durable events not yet published.\n# TYPE loyalty_publish_lag_events gauge\nloyalty_publish_lag_events {}\n\
              # HELP loyalty_idempotency_records_expired_total Idempotency records dropped past their retention since start.\n# TYPE loyalty_idempotency_records_expired_total counter\nloyalty_idempotency_records_expired_total {}\n",
             engine.active_enrollments(),
             engine.passivation_slices(),
             self.events_published.load(Ordering::Relaxed),
+            self.events_read_back.load(Ordering::Relaxed),
             durable.saturating_sub(published),
             engine.store().idempotency_records_expired(),
         );

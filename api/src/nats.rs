@@ -453,6 +453,10 @@ async fn publish(
     stopped: watch::Receiver<bool>,
 ) {
     let store = ops.engine.store().clone();
+    // Before the cursor is read: every record durable from here on is
+    // kept for us, and those before it are read from the log.
+    let recent = ops.engine.recent_records();
+    recent.start();
     let mut cursor = match store.publish_cursor() {
         Ok(cursor) => cursor,
         Err(err) => {
@@ -493,14 +497,23 @@ async fn publish(
             continue;
         }
         let round_start = Instant::now();
-        let chunk = match store.read_log(cursor, PUBLISH_CHUNK_EVENTS) {
-            Ok(chunk) => chunk,
-            Err(err) => {
-                warn!(cause = %err, cursor, "cannot read the log to publish; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        // The records just written are still in memory; the log is read
+        // only for what the cache no longer (or never) held.
+        let durable_ahead = usize::try_from(durable - cursor).unwrap_or(usize::MAX);
+        let mut chunk = recent.take_after(cursor, PUBLISH_CHUNK_EVENTS.min(durable_ahead));
+        if chunk.is_empty() {
+            chunk = match store.read_log(cursor, PUBLISH_CHUNK_EVENTS) {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    warn!(cause = %err, cursor, "cannot read the log to publish; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            metrics
+                .events_read_back
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
         // A reconnect drops whatever the client had not written yet, so a
         // chunk counts only if the whole of it went over one connection.
         let connects = client.statistics().connects.load(Ordering::Acquire);

@@ -3,7 +3,8 @@
 //! the micro-service protocol answers, and events reach a JetStream stream
 //! in commit order, with their ids, across a NATS outage; past the
 //! in-flight bound a request is refused and changes nothing; a clean restart
-//! publishes nothing twice.
+//! publishes nothing twice; events come from memory while the publisher
+//! keeps up, and from the log when it starts behind.
 
 mod common;
 
@@ -752,4 +753,71 @@ async fn a_clean_restart_publishes_nothing_twice() {
         .unwrap();
     let event: Value = serde_json::from_slice(&event.payload).unwrap();
     assert_eq!(event["eventId"], body["eventId"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_published_from_memory_and_read_back_only_when_not_held() {
+    // Written with no NATS at all: nothing is published, the log keeps it.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let t = tenant(&server, "Shop");
+    let earn = |server: &Server, key: String| {
+        let (status, body) = server.post(
+            &format!("/v1/enrollments/{}/earn", t.enrollment_id),
+            Some(&t.key),
+            &json!({"points": 10, "idempotencyKey": key}),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    for i in 0..5 {
+        earn(&server, format!("offline-{i}"));
+    }
+    let (_, feed) = server.get("/v1/events?limit=500", Some(&t.key));
+    let offline = feed["items"].as_array().unwrap().clone();
+    assert!(server.terminate().success());
+
+    // With NATS: the publisher starts with nothing in memory, so it reads
+    // every one of them back from the log, in commit order.
+    let nats = NatsServer::start();
+    let client = connect(&nats.url()).await;
+    let mut events = client
+        .subscribe(format!("loyalty.events.{}.>", t.business_id))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let server = Server::start(dir.path(), Some(&nats.url()));
+    async fn next(events: &mut async_nats::Subscriber) -> Value {
+        let message = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        serde_json::from_slice(&message.payload).unwrap()
+    }
+    for want in &offline {
+        assert_eq!(&next(&mut events).await, want, "read back in commit order");
+    }
+    let read_back = metric(&server, "loyalty_events_read_back_total");
+    assert!(
+        read_back >= offline.len() as f64,
+        "{read_back} records read back for {} events",
+        offline.len()
+    );
+
+    // What is written now is published from memory: nothing more is read.
+    let enrollment_versions = offline
+        .iter()
+        .filter(|e| e["aggregateId"] == t.enrollment_id.as_str())
+        .count() as u64;
+    assert_eq!(enrollment_versions, 6, "enrolled, then five earns");
+    for i in 0..5 {
+        earn(&server, format!("online-{i}"));
+        let event = next(&mut events).await;
+        assert_eq!(event["eventType"], "loyalty.points.earned");
+        assert_eq!(event["version"], enrollment_versions + 1 + i, "{event}");
+    }
+    assert_eq!(
+        metric(&server, "loyalty_events_read_back_total"),
+        read_back,
+        "events just written were read back from the log"
+    );
 }

@@ -10,12 +10,17 @@
 //!   earns per second.
 //! - `group_commit/<events>`: one synced RocksDB write of a batch of that many
 //!   events; throughput in events per second.
+//! - `publisher/{read_back,from_memory}`: the publisher's way to 1 000
+//!   events just made durable: read back from the log (still in the
+//!   memtable) and decoded, against handed over in memory by the commit
+//!   thread (its adding them included); throughput in events per second.
 //! - `actor/round_trip_*`: `Engine::transact` end to end (fsync and
 //!   unsafe-no-fsync), beside `actor/baseline_noop`: an empty message to an
 //!   actix actor on another thread and back.
 
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use loyalty_actors::commit::RecentRecords;
 use loyalty_actors::{Durability, Engine, EngineConfig, ManualClock};
 use loyalty_api::batch_protobuf::{self, EarnBatchRequest, EarnItem};
 use loyalty_api::ops::{BatchItem, BatchResults};
@@ -234,6 +239,15 @@ fn group_commit(c: &mut Criterion) {
     .unwrap()
     .events
     .remove(0);
+    // The earn as a log record of the enrollment at `version`.
+    let record = |version: u64| LogRecord {
+        aggregate_id: state.enrollment_id.0,
+        version,
+        event_id: EventId(Uuid::now_v7()),
+        business_id: state.business_id,
+        recorded_at: T0,
+        event: DomainEvent::Enrollment(event.clone()),
+    };
     let mut group = c.benchmark_group("group_commit");
     group
         .measurement_time(Duration::from_secs(5))
@@ -248,14 +262,7 @@ fn group_commit(c: &mut Criterion) {
                     let mut batch = store.batch();
                     let mut commit = CommitGroup::default();
                     for i in 0..events {
-                        let record = LogRecord {
-                            aggregate_id: state.enrollment_id.0,
-                            version: 1_000_000 + i as u64,
-                            event_id: EventId(Uuid::now_v7()),
-                            business_id: state.business_id,
-                            recorded_at: T0,
-                            event: DomainEvent::Enrollment(event.clone()),
-                        };
+                        let record = record(1_000_000 + i as u64);
                         commit.events.push(Store::encode_event(&record).unwrap());
                     }
                     store.add_group(&mut batch, &commit, &mut next);
@@ -264,6 +271,49 @@ fn group_commit(c: &mut Criterion) {
             },
         );
     }
+    group.finish();
+
+    // The publisher's chunk of 1 000 events, just written (in the
+    // memtable, where the publisher finds them under load).
+    const CHUNK: usize = 1_000;
+    let after = next - 1;
+    let mut batch = store.batch();
+    let mut commit = CommitGroup::default();
+    for i in 0..CHUNK {
+        let record = record(2_000_000 + i as u64);
+        commit.events.push(Store::encode_event(&record).unwrap());
+    }
+    store.add_group(&mut batch, &commit, &mut next);
+    store.write(batch, true).unwrap();
+    let mut group = c.benchmark_group("publisher");
+    group.throughput(Throughput::Elements(CHUNK as u64));
+    // Both keep the chunk out of the timing (its drop is the same either
+    // way): `iter_batched` drops what the routine returns afterwards.
+    group.bench_function("read_back", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let chunk = store.read_log(after, CHUNK).unwrap();
+                assert_eq!(chunk.len(), CHUNK);
+                chunk
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    let durable = store.read_log(after, CHUNK).unwrap();
+    let recent = RecentRecords::new();
+    group.bench_function("from_memory", |b| {
+        b.iter_batched(
+            || durable.clone(),
+            |records| {
+                recent.extend(records);
+                let chunk = recent.take_after(after, CHUNK);
+                assert_eq!(chunk.len(), CHUNK);
+                chunk
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 
