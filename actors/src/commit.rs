@@ -89,13 +89,17 @@ pub(crate) struct DurableVersions {
 /// ago (that read and its decoding were about 3 % of the engine's CPU under
 /// the NATS load).
 ///
-/// A cache in front of the log, never in place of it: it holds at most
-/// [`RecentRecords::MAX`] records, dropping the oldest, and a reader that
-/// finds what it wants missing (after a restart, or having fallen behind)
-/// reads the log instead. It fills only once a reader has called
-/// [`RecentRecords::start`], so an engine without a publisher keeps none.
+/// A cache in front of the log, never in place of it: it holds a bounded
+/// number of records, dropping the oldest, and a reader that finds what it
+/// wants missing (after a restart, or having fallen behind) reads the log
+/// instead. It fills only while a reader is started
+/// ([`RecentRecords::start`] to [`RecentRecords::stop`]), so an engine
+/// without a publisher keeps none, and its shards drop their records
+/// themselves rather than hand them to the commit thread to free.
 pub struct RecentRecords {
     started: AtomicBool,
+    /// Most records held.
+    max_records: usize,
     /// Ascending: the commit thread adds each durable batch in sequence
     /// order (whole, unless a job's records did not match its events).
     records: Mutex<VecDeque<(u64, LogRecord)>>,
@@ -103,20 +107,23 @@ pub struct RecentRecords {
 
 impl Default for RecentRecords {
     fn default() -> Self {
-        Self::new()
+        Self::new(Self::DEFAULT_MAX)
     }
 }
 
 impl RecentRecords {
-    /// Most records held (about a commit batch at its largest): a few
-    /// megabytes when a reader stops taking them.
-    pub const MAX: usize = 16_384;
+    /// Most records held, unless the commit batches are larger: two
+    /// batches at the default `commit_batch_events_max`, so one whole batch
+    /// can arrive while the reader still publishes the one before. Some
+    /// tens of megabytes when a reader stops taking them.
+    pub const DEFAULT_MAX: usize = 32_768;
 
-    /// An empty cache, not started (the engine's is made by
-    /// [`Committer::start`]; benchmarks make their own).
-    pub fn new() -> Self {
+    /// An empty cache of at most `max_records`, not started (the engine's
+    /// is made by [`Committer::start`]; benchmarks make their own).
+    pub fn new(max_records: usize) -> Self {
         RecentRecords {
             started: AtomicBool::new(false),
+            max_records: max_records.max(1),
             records: Mutex::new(VecDeque::new()),
         }
     }
@@ -126,6 +133,13 @@ impl RecentRecords {
         self.started.store(true, Ordering::Release);
     }
 
+    /// Keeps no more records, and frees those held (the reader is gone).
+    pub fn stop(&self) {
+        self.started.store(false, Ordering::Release);
+        let held = std::mem::take(&mut *self.lock());
+        drop(held);
+    }
+
     fn is_started(&self) -> bool {
         self.started.load(Ordering::Acquire)
     }
@@ -133,10 +147,14 @@ impl RecentRecords {
     /// Adds durable records, in ascending sequence after those held (the
     /// commit thread's part).
     pub fn extend(&self, durable: impl IntoIterator<Item = (u64, LogRecord)>) {
-        let mut records = self.lock();
-        records.extend(durable);
-        let excess = records.len().saturating_sub(Self::MAX);
-        records.drain(..excess);
+        let dropped: Vec<_> = {
+            let mut records = self.lock();
+            records.extend(durable);
+            let excess = records.len().saturating_sub(self.max_records);
+            records.drain(..excess).collect()
+        };
+        // Freed after the lock, so the reader does not wait on it.
+        drop(dropped);
     }
 
     /// The records from `after + 1` on without a gap, at most `limit`,
@@ -144,16 +162,43 @@ impl RecentRecords {
     /// `after + 1` (the caller then reads the log). Forgets every record
     /// up to `after`: a reader asks in ascending order.
     pub fn take_after(&self, after: u64, limit: usize) -> Vec<(u64, LogRecord)> {
-        let mut records = self.lock();
-        let stale = records.partition_point(|(seq, _)| *seq <= after);
-        records.drain(..stale);
-        let run = records
-            .iter()
-            .zip(after.saturating_add(1)..)
-            .take(limit)
-            .take_while(|((seq, _), expected)| seq == expected)
-            .count();
-        records.drain(..run).collect()
+        let (run, stale): (Vec<_>, Vec<_>) = {
+            let mut records = self.lock();
+            let stale = records.partition_point(|(seq, _)| *seq <= after);
+            let stale: Vec<_> = records.drain(..stale).collect();
+            let run = records
+                .iter()
+                .zip(after.saturating_add(1)..)
+                .take(limit)
+                .take_while(|((seq, _), expected)| seq == expected)
+                .count();
+            (records.drain(..run).collect(), stale)
+        };
+        // Freed after the lock: the commit thread waits on it to answer.
+        drop(stale);
+        run
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What a job carries to the commit thread: its records while a reader
+    /// is started, nothing otherwise (dropped here, on the caller's
+    /// thread). A job that carries none leaves a gap the reader fills from
+    /// the log, so a reader that starts meanwhile loses nothing.
+    fn keep_for_reader(&self, records: Vec<LogRecord>) -> Vec<LogRecord> {
+        if self.is_started() {
+            records
+        } else {
+            Vec::new()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, LogRecord)>> {
@@ -236,7 +281,11 @@ impl Committer {
         let queued = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CommitStats::default());
-        let recent = Arc::new(RecentRecords::new());
+        let recent = Arc::new(RecentRecords::new(
+            batch_events_max
+                .saturating_mul(2)
+                .max(RecentRecords::DEFAULT_MAX),
+        ));
         let shards = ShardAddrs::default();
         stats
             .durable_sequence
@@ -296,7 +345,7 @@ impl Committer {
         let (reply, rx) = oneshot::channel();
         self.reserve()?.send(Job {
             group,
-            records,
+            records: self.recent.keep_for_reader(records),
             reply: Reply::Once(reply),
         })?;
         Ok(rx)
@@ -347,6 +396,7 @@ impl Reservation<'_> {
         version: u64,
         answer: Option<DirectAnswer>,
     ) -> Result<(), EngineError> {
+        let records = self.committer.recent.keep_for_reader(records);
         self.send(Job {
             group,
             records,
@@ -583,17 +633,105 @@ mod tests {
         records.iter().map(|(seq, _)| *seq).collect()
     }
 
+    /// A committer on a fresh store, its writer given, with every job it
+    /// queues awaited.
+    struct Bench {
+        committer: Committer,
+        thread: Option<JoinHandle<()>>,
+        // Dropped last, so the store's directory outlives the commit thread.
+        _dir: tempfile::TempDir,
+    }
+
+    impl Bench {
+        fn new(writer: BatchWriter) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let options = loyalty_persistence::StoreOptions::new(dir.path().join("data"));
+            let (store, _) = Store::open(&options).unwrap();
+            let (committer, thread) =
+                Committer::start(store, 1, 64, 16_384, Durability::Fsync, writer);
+            Bench {
+                committer,
+                thread: Some(thread),
+                _dir: dir,
+            }
+        }
+
+        /// Commits one group of `versions`' records; the last sequence.
+        fn commit(&self, versions: std::ops::RangeInclusive<u64>) -> Durable {
+            let records: Vec<LogRecord> = versions.map(record).collect();
+            let group = CommitGroup {
+                events: records
+                    .iter()
+                    .map(|r| Store::encode_event(r).unwrap())
+                    .collect(),
+                puts: Vec::new(),
+            };
+            let durable = self.committer.submit(group, records).unwrap();
+            durable.blocking_recv().unwrap()
+        }
+
+        fn held(&self) -> Vec<(u64, u64)> {
+            self.committer
+                .recent
+                .lock()
+                .iter()
+                .map(|(seq, record)| (*seq, record.version))
+                .collect()
+        }
+    }
+
+    impl Drop for Bench {
+        fn drop(&mut self) {
+            // The thread ends once its queue's last sender is gone, and
+            // closes the store: RocksDB must not outlive the test process's
+            // own teardown.
+            let (tx, _) = mpsc::channel();
+            drop(std::mem::replace(&mut self.committer.tx, tx));
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+
     #[test]
-    fn nothing_is_kept_until_a_reader_starts() {
-        let recent = RecentRecords::new();
-        assert!(!recent.is_started());
-        recent.start();
-        assert!(recent.is_started());
+    fn the_commit_thread_keeps_records_only_while_a_reader_is_started() {
+        let bench = Bench::new(store_writer());
+        assert_eq!(bench.commit(1..=2).unwrap(), 2);
+        assert!(bench.committer.recent.is_empty(), "no reader yet");
+        bench.committer.recent.start();
+        assert_eq!(bench.commit(5..=7).unwrap(), 5);
+        assert_eq!(bench.commit(9..=9).unwrap(), 6);
+        // Each record under the sequence the store gave it.
+        assert_eq!(bench.held(), [(3, 5), (4, 6), (5, 7), (6, 9)]);
+        assert_eq!(bench.commit(11..=12).unwrap(), 8);
+        bench.committer.recent.stop();
+        assert!(
+            bench.committer.recent.is_empty(),
+            "stop frees what was held"
+        );
+        assert_eq!(bench.commit(13..=13).unwrap(), 9);
+        assert!(bench.committer.recent.is_empty(), "nor keeps more");
+    }
+
+    #[test]
+    fn a_failed_write_keeps_nothing() {
+        let mut writes = 0;
+        let bench = Bench::new(Box::new(move |store, batch, sync| {
+            writes += 1;
+            if writes == 2 {
+                return Err(StoreError::Io("the disk said no".into()));
+            }
+            store.write(batch, sync)
+        }));
+        bench.committer.recent.start();
+        assert_eq!(bench.commit(1..=2).unwrap(), 2);
+        assert!(bench.commit(3..=4).is_err());
+        assert_eq!(bench.held(), [(1, 1), (2, 2)], "only what was written");
     }
 
     #[test]
     fn a_reader_takes_records_in_order_and_each_once() {
-        let recent = RecentRecords::new();
+        let recent = RecentRecords::default();
         recent.extend((1..=5).map(|seq| (seq, record(seq))));
         let first = recent.take_after(0, 3);
         assert_eq!(sequences(&first), [1, 2, 3]);
@@ -604,7 +742,7 @@ mod tests {
 
     #[test]
     fn records_the_reader_has_passed_are_forgotten() {
-        let recent = RecentRecords::new();
+        let recent = RecentRecords::default();
         recent.extend((1..=5).map(|seq| (seq, record(seq))));
         // Published from the log meanwhile: 1 to 3 are no use any more.
         assert_eq!(sequences(&recent.take_after(3, 10)), [4, 5]);
@@ -613,7 +751,7 @@ mod tests {
 
     #[test]
     fn a_record_not_held_gives_nothing_so_the_reader_reads_the_log() {
-        let recent = RecentRecords::new();
+        let recent = RecentRecords::default();
         recent.extend((10..=12).map(|seq| (seq, record(seq))));
         assert!(recent.take_after(5, 10).is_empty(), "6 to 9 are not here");
         // Nothing was lost by asking: once the log has given 6 to 9, the
@@ -623,7 +761,7 @@ mod tests {
 
     #[test]
     fn a_gap_ends_what_is_taken() {
-        let recent = RecentRecords::new();
+        let recent = RecentRecords::default();
         recent.extend([1, 2, 4, 5].map(|seq| (seq, record(seq))));
         assert_eq!(sequences(&recent.take_after(0, 10)), [1, 2]);
         assert!(
@@ -635,10 +773,10 @@ mod tests {
 
     #[test]
     fn past_the_bound_the_oldest_records_go() {
-        let recent = RecentRecords::new();
-        let n = RecentRecords::MAX as u64 + 10;
+        let recent = RecentRecords::default();
+        let n = RecentRecords::DEFAULT_MAX as u64 + 10;
         recent.extend((1..=n).map(|seq| (seq, record(seq))));
-        assert_eq!(recent.lock().len(), RecentRecords::MAX);
+        assert_eq!(recent.lock().len(), RecentRecords::DEFAULT_MAX);
         assert!(recent.take_after(0, 10).is_empty(), "1 to 10 were dropped");
         assert_eq!(sequences(&recent.take_after(10, 2)), [11, 12]);
     }

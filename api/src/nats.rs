@@ -457,6 +457,8 @@ async fn publish(
     // kept for us, and those before it are read from the log.
     let recent = ops.engine.recent_records();
     recent.start();
+    // However this returns, the commit thread stops keeping records for it.
+    let _stop_keeping = StopKeeping(recent);
     let mut cursor = match store.publish_cursor() {
         Ok(cursor) => cursor,
         Err(err) => {
@@ -571,10 +573,21 @@ async fn publish(
         if saved.due() {
             saved.save(&store, cursor);
         }
-        // A full chunk means the publisher is behind: no pause before the next.
-        pace_from = (chunk.len() < PUBLISH_CHUNK_EVENTS).then_some(round_start);
+        // Short of what was durable, the publisher is behind (a full chunk,
+        // or memory held only part of it): no pause before the next.
+        pace_from = (cursor >= durable).then_some(round_start);
     }
     saved.save(&store, cursor);
+}
+
+/// Stops the engine keeping durable records for the publisher when the
+/// publisher ends.
+struct StopKeeping<'a>(&'a loyalty_actors::commit::RecentRecords);
+
+impl Drop for StopKeeping<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// Event subjects by business and event type, made once rather than

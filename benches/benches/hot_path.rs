@@ -301,7 +301,7 @@ fn group_commit(c: &mut Criterion) {
         )
     });
     let durable = store.read_log(after, CHUNK).unwrap();
-    let recent = RecentRecords::new();
+    let recent = RecentRecords::default();
     group.bench_function("from_memory", |b| {
         b.iter_batched(
             || durable.clone(),

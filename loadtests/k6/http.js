@@ -18,7 +18,12 @@
 //                   (constant arrival RATE/s), ramping (arrival rate ramping
 //                   up to RATE/s and back)
 //   VUS, RATE, DURATION, ENROLLMENTS, MIX (earn-only | mixed)
+//   PICK            random (default: each request picks an enrollment at
+//                   random) or walk (requests take the enrollments in turn
+//                   from a random one on, so a round of as many requests
+//                   reaches every one: the warm-up's rounds)
 import http from 'k6/http';
+import exec from 'k6/execution';
 import { check } from 'k6';
 import { SharedArray } from 'k6/data';
 
@@ -28,6 +33,8 @@ const RATE = parseInt(__ENV.RATE || '2000');
 const DURATION = __ENV.DURATION || '20s';
 const ENROLLMENTS = parseInt(__ENV.ENROLLMENTS || '500');
 const MIX = __ENV.MIX || 'mixed';
+const PICK = __ENV.PICK || 'random';
+if (PICK !== 'random' && PICK !== 'walk') throw new Error(`PICK is random or walk, not ${PICK}`);
 // Read in the init context, as k6 requires of files, once for all VUs.
 const GIVEN_IDS = __ENV.ENROLLMENTS_FILE
   ? new SharedArray('enrollments', () => open(__ENV.ENROLLMENTS_FILE)
@@ -67,6 +74,11 @@ export const options = {
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 export function setup() {
+  // Where a walk starts, so rounds that end early do not all warm the same ones.
+  return Object.assign(prepare(), { start: Math.floor(Math.random() * 1e9) });
+}
+
+function prepare() {
   if (GIVEN_IDS) {
     const key = __ENV.API_KEY;
     if (!key) throw new Error('ENROLLMENTS_FILE needs API_KEY');
@@ -118,7 +130,10 @@ export function setup() {
 
 export default function (data) {
   const ids = GIVEN_IDS || data.enrollments;
-  const id = ids[Math.floor(Math.random() * ids.length)];
+  const at = PICK === 'walk'
+    ? (data.start + exec.scenario.iterationInTest) % ids.length
+    : Math.floor(Math.random() * ids.length);
+  const id = ids[at];
   const params = (op) => ({ headers: Object.assign({ Authorization: `Bearer ${data.key}` }, JSON_HEADERS), tags: { op } });
   const key = `${__VU}-${__ITER}-${Math.random().toString(36).slice(2)}`;
   const roll = MIX === 'earn-only' ? 0 : Math.random();
