@@ -182,16 +182,6 @@ impl RecentRecords {
         run
     }
 
-    /// How many records are held.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no record is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// What a job carries to the commit thread: its records while a reader
     /// is started, nothing otherwise (dropped here, on the caller's
     /// thread). A job that carries none leaves a gap the reader fills from
@@ -632,6 +622,17 @@ mod tests {
         }
     }
 
+    /// The group that writes these records' events.
+    fn group_of(records: &[LogRecord]) -> CommitGroup {
+        CommitGroup {
+            events: records
+                .iter()
+                .map(|r| Store::encode_event(r).unwrap())
+                .collect(),
+            puts: Vec::new(),
+        }
+    }
+
     fn sequences(records: &[(u64, LogRecord)]) -> Vec<u64> {
         records.iter().map(|(seq, _)| *seq).collect()
     }
@@ -662,14 +663,7 @@ mod tests {
         /// Commits one group of `versions`' records; the last sequence.
         fn commit(&self, versions: std::ops::RangeInclusive<u64>) -> Durable {
             let records: Vec<LogRecord> = versions.map(record).collect();
-            let group = CommitGroup {
-                events: records
-                    .iter()
-                    .map(|r| Store::encode_event(r).unwrap())
-                    .collect(),
-                puts: Vec::new(),
-            };
-            let durable = self.committer.submit(group, records).unwrap();
+            let durable = self.committer.submit(group_of(&records), records).unwrap();
             durable.blocking_recv().unwrap()
         }
 
@@ -700,7 +694,7 @@ mod tests {
     fn the_commit_thread_keeps_records_only_while_a_reader_is_started() {
         let bench = Bench::new(store_writer());
         assert_eq!(bench.commit(1..=2).unwrap(), 2);
-        assert!(bench.committer.recent.is_empty(), "no reader yet");
+        assert!(bench.committer.recent.lock().is_empty(), "no reader yet");
         bench.committer.recent.start();
         assert_eq!(bench.commit(5..=7).unwrap(), 5);
         assert_eq!(bench.commit(9..=9).unwrap(), 6);
@@ -709,11 +703,11 @@ mod tests {
         assert_eq!(bench.commit(11..=12).unwrap(), 8);
         bench.committer.recent.stop();
         assert!(
-            bench.committer.recent.is_empty(),
+            bench.committer.recent.lock().is_empty(),
             "stop frees what was held"
         );
         assert_eq!(bench.commit(13..=13).unwrap(), 9);
-        assert!(bench.committer.recent.is_empty(), "nor keeps more");
+        assert!(bench.committer.recent.lock().is_empty(), "nor keeps more");
     }
 
     #[test]
@@ -787,14 +781,7 @@ mod tests {
     #[test]
     fn a_batch_gives_each_record_its_sequence_and_skips_a_mismatched_job() {
         let job = |events: usize, records: Vec<LogRecord>| Job {
-            group: CommitGroup {
-                events: records
-                    .iter()
-                    .take(events)
-                    .map(|r| Store::encode_event(r).unwrap())
-                    .collect(),
-                puts: Vec::new(),
-            },
+            group: group_of(&records[..events]),
             records,
             reply: Reply::Once(oneshot::channel().0),
         };

@@ -248,6 +248,13 @@ fn group_commit(c: &mut Criterion) {
         recorded_at: T0,
         event: DomainEvent::Enrollment(event.clone()),
     };
+    // `count` of those earns, from version `first` on, encoded as one group.
+    let group_of = |first: u64, count: usize| CommitGroup {
+        events: (first..first + count as u64)
+            .map(|version| Store::encode_event(&record(version)).unwrap())
+            .collect(),
+        ..CommitGroup::default()
+    };
     let mut group = c.benchmark_group("group_commit");
     group
         .measurement_time(Duration::from_secs(5))
@@ -260,11 +267,7 @@ fn group_commit(c: &mut Criterion) {
             |b, &events| {
                 b.iter(|| {
                     let mut batch = store.batch();
-                    let mut commit = CommitGroup::default();
-                    for i in 0..events {
-                        let record = record(1_000_000 + i as u64);
-                        commit.events.push(Store::encode_event(&record).unwrap());
-                    }
+                    let commit = group_of(1_000_000, events);
                     store.add_group(&mut batch, &commit, &mut next);
                     store.write(batch, true).unwrap();
                 })
@@ -278,11 +281,7 @@ fn group_commit(c: &mut Criterion) {
     const CHUNK: usize = 1_000;
     let after = next - 1;
     let mut batch = store.batch();
-    let mut commit = CommitGroup::default();
-    for i in 0..CHUNK {
-        let record = record(2_000_000 + i as u64);
-        commit.events.push(Store::encode_event(&record).unwrap());
-    }
+    let commit = group_of(2_000_000, CHUNK);
     store.add_group(&mut batch, &commit, &mut next);
     store.write(batch, true).unwrap();
     let mut group = c.benchmark_group("publisher");
