@@ -155,10 +155,11 @@ pub(crate) struct EnrollmentActor {
     /// the digests' bound), so a list: it holds a handful of keys at most
     /// moments, and costs 24 bytes per actor, not a map's 48.
     inflight_keys: Vec<InflightKey>,
-    /// Digests of every idempotency key with a record or in flight: a key
-    /// not in here is new without asking the store. `None` until the first
-    /// transaction needs them, when the snapshot did not bring them (they
-    /// are then read from the store once).
+    /// Digests of every idempotency key with a record or in flight (within
+    /// the store's retention): a key not in here is new without asking the
+    /// store. `None` until the first transaction needs them, when the
+    /// snapshot did not bring them (they are then read from the store once;
+    /// again a retention after they gave up past their bound).
     keys: Option<KeyDigests>,
     /// Whether the newest snapshot, durable or queued, carries `keys`. If
     /// not, passivation writes one that does, so the next activation need
@@ -360,12 +361,21 @@ impl EnrollmentActor {
         }
     }
 
-    /// The key digests, read from the store on first need.
+    /// The key digests, read from the store on first need, and again when
+    /// digests that gave up past their bound are due a new look.
     fn keys(&mut self, rt: &Runtime) -> Result<&mut KeyDigests, EngineError> {
         let id = self.id();
+        if let Some(due) = self.keys.as_ref().and_then(KeyDigests::rescan_at) {
+            if rt.clock.now() >= due {
+                self.keys = None;
+                // The snapshot holds the digests given up on: the next one
+                // should carry what the store gives now.
+                self.snapshot_has_keys = false;
+            }
+        }
         match &mut self.keys {
             Some(keys) => Ok(keys),
-            unread @ None => Ok(unread.insert(rt.store.key_digests(id)?)),
+            unread @ None => Ok(unread.insert(rt.store.key_digests(id, rt.clock.now())?)),
         }
     }
 
@@ -496,7 +506,7 @@ impl EnrollmentActor {
         // Before the commit is queued: a snapshot in the same group must
         // count this key. (`keys` was read above.)
         if let Some(keys) = self.keys.as_mut() {
-            keys.insert(digest);
+            keys.insert(digest, now, rt.store.keep_keys_for());
         }
         let IdempotencyRecord {
             request, answer, ..

@@ -11,6 +11,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Waits until every enrollment actor has been passivated (10 s at most).
+async fn passivated(engine: &Engine) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.active_enrollments() > 0 {
+        assert!(std::time::Instant::now() < deadline, "not passivated");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The digests a snapshot holds, sorted, once each; `None` for none or
+/// past the bound.
+fn digests(keys: &Option<KeyDigests>) -> Option<Vec<u32>> {
+    let mut digests: Vec<u32> = keys.as_ref()?.known()?.collect();
+    digests.sort_unstable();
+    digests.dedup();
+    Some(digests)
+}
+
 #[actix_rt::test]
 async fn earn_redeem_reverse_and_everything_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,10 +288,7 @@ async fn idle_enrollments_leave_memory_and_come_back_intact() {
     // activation need not read the keys back.
     for e in &enrollments {
         let snapshot = engine.store().snapshot(e.enrollment_id).unwrap().unwrap();
-        assert_eq!(
-            snapshot.keys,
-            Some(KeyDigests::Known(vec![KeyDigests::digest("k")]))
-        );
+        assert_eq!(digests(&snapshot.keys), Some(vec![KeyDigests::digest("k")]));
     }
     for (i, e) in enrollments.iter().enumerate() {
         let view = engine.balance(business, e.enrollment_id).await.unwrap();
@@ -458,11 +473,11 @@ async fn snapshots_are_taken_every_n_events_and_restarts_use_them() {
         "versions 1..=11; the last multiple of 4 is 8"
     );
     // The snapshot counts the keys of versions 2..=8, written in its group.
-    let mut kept = KeyDigests::none();
-    for i in 0..7 {
-        kept.insert(KeyDigests::digest(&format!("k{i}")));
-    }
-    assert_eq!(snapshot.keys, Some(kept));
+    let mut kept: Vec<u32> = (0..7)
+        .map(|i| KeyDigests::digest(&format!("k{i}")))
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(digests(&snapshot.keys), Some(kept));
     engine.shutdown();
     let engine = start(dir.path(), config, clock);
     assert_eq!(
@@ -764,13 +779,11 @@ async fn past_the_digest_bound_repeated_keys_are_still_found() {
     assert_eq!(engine.balance(business, a).await.unwrap().balance, balance);
     // After passivation, from the snapshot (which says "too many"): still
     // found, in the store.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while engine.active_enrollments() > 0 {
-        assert!(std::time::Instant::now() < deadline, "not passivated");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    passivated(&engine).await;
     let snapshot = engine.store().snapshot(a).unwrap().unwrap();
-    assert_eq!(snapshot.keys, Some(KeyDigests::TooMany));
+    let keys = snapshot.keys.expect("passivation saves the digests");
+    assert_eq!(keys.count(), None, "past the bound");
+    assert_eq!(keys.rescan_at(), None, "records are kept for ever here");
     for i in [0, KEY_DIGESTS_MAX + 5] {
         engine
             .transact(business, a, key(&format!("k{i}")), earn(1))
@@ -831,5 +844,70 @@ async fn a_key_past_its_retention_is_forgotten_and_its_retry_is_new() {
         .unwrap();
     assert_ne!(retried.outcome.transaction_id, old.outcome.transaction_id);
     assert_eq!(retried.outcome.balance, 210);
+    engine.shutdown();
+}
+
+/// Digests that gave up past their bound come back a retention later: the
+/// enrollment's next transaction reads the keys the store has left, and
+/// its snapshots hold digests again instead of "too many" for good.
+#[actix_rt::test]
+async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemClock.now();
+    let days_ago = |days: i64| Timestamp(now.0 - days * DAY_MS);
+    let clock = Arc::new(ManualClock::new(days_ago(20)));
+    let mut options = StoreOptions::new(dir.path());
+    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    let (store, report) = Store::open(&options).unwrap();
+    let config = EngineConfig {
+        passivate_after: Duration::from_millis(100),
+        tick_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let engine = Engine::start(store, &report, config, clock.clone()).unwrap();
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let a = enroll(&engine, business, program, "a").await.enrollment_id;
+    let n = KEY_DIGESTS_MAX + 10;
+    let commands = (0..n)
+        .map(|i| (a, key(&format!("k{i}")), earn(1)))
+        .collect();
+    let results = engine.transact_many(business, commands).await;
+    assert!(results.iter().all(|r| r.is_ok()), "every earn succeeds");
+    passivated(&engine).await;
+    let saved = || engine.store().snapshot(a).unwrap().unwrap().keys.unwrap();
+    assert_eq!(saved().count(), None, "past the bound");
+    assert_eq!(saved().rescan_at(), Some(days_ago(13)), "a retention on");
+
+    // Not due yet: still "too many".
+    clock.set(days_ago(14));
+    engine
+        .transact(business, a, key("before"), earn(1))
+        .await
+        .unwrap();
+    passivated(&engine).await;
+    assert_eq!(saved().count(), None);
+
+    // Every record so far is past the retention by this machine's clock.
+    engine.store().flush().unwrap();
+    engine.store().compact_idempotency();
+    assert_eq!(engine.store().idempotency_records_expired(), n as u64 + 1);
+
+    clock.set(days_ago(13));
+    let first = engine
+        .transact(business, a, key("after"), earn(1))
+        .await
+        .unwrap();
+    let again = engine
+        .transact(business, a, key("after"), earn(1))
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the key read back is known");
+    assert_eq!(first.outcome.balance, n as i64 + 2);
+    passivated(&engine).await;
+    assert_eq!(
+        digests(&Some(saved())),
+        Some(vec![KeyDigests::digest("after")]),
+        "digests again, of what the store has left"
+    );
     engine.shutdown();
 }

@@ -19,7 +19,7 @@
 //!   actix actor on another thread and back.
 
 use actix::prelude::*;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use loyalty_actors::commit::RecentRecords;
 use loyalty_actors::{Durability, Engine, EngineConfig, ManualClock};
 use loyalty_api::batch_protobuf::{self, EarnBatchRequest, EarnItem};
@@ -96,7 +96,11 @@ fn domain(c: &mut Criterion) {
     // few weeks of purchases has.
     let mut keys = KeyDigests::none();
     for n in 0..32 {
-        keys.insert(KeyDigests::digest(&format!("till-4-receipt-{n}")));
+        keys.insert(
+            KeyDigests::digest(&format!("till-4-receipt-{n}")),
+            now,
+            None,
+        );
     }
     let snapshot = Store::snapshot_put(&state, Some(&keys)).unwrap();
     c.bench_function("snapshot/encode", |b| {
@@ -116,6 +120,39 @@ fn domain(c: &mut Criterion) {
             record
         })
     });
+
+    // A new key checked and noted in an enrollment's digests, as every
+    // transaction does: aging (a 30-day retention, two generations over 32
+    // days of four keys a day) beside the same keys never aged (no
+    // retention: one run, as before digests aged).
+    let month = Some(Duration::from_secs(30 * 24 * 60 * 60));
+    let quarter_day_ms = 6 * 60 * 60 * 1000;
+    let mut group = c.benchmark_group("key_digests");
+    for (name, keep_for) in [("new_key_aging", month), ("new_key_kept_for_ever", None)] {
+        let mut keys = KeyDigests::none();
+        for n in 0..128 {
+            let at = Timestamp(T0.0 + n * quarter_day_ms);
+            keys.insert(
+                KeyDigests::digest(&format!("till-4-receipt-{n}")),
+                at,
+                keep_for,
+            );
+        }
+        let at = Timestamp(T0.0 + 128 * quarter_day_ms);
+        let fresh = KeyDigests::digest("till-4-receipt-88213");
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || keys.clone(),
+                |keys| {
+                    if !keys.may_contain(black_box(fresh)) {
+                        keys.insert(fresh, at, keep_for);
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
 
     // What a compaction asks of each idempotency record it rewrites: is it
     // past its retention? (A decode of the record; it is kept here.)

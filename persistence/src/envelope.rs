@@ -15,10 +15,14 @@ use serde::Serialize;
 
 /// The envelope format of every record but snapshots.
 pub const FORMAT: u8 = 1;
-/// Snapshots since they carry their enrollment's key digests
-/// ([`SnapshotRecord`](crate::SnapshotRecord)). Snapshots of format
-/// [`FORMAT`] are still read: they have no digests.
-pub const SNAPSHOT_FORMAT: u8 = 2;
+/// Snapshots since their enrollment's key digests age with the records'
+/// retention ([`KeyDigests`](crate::KeyDigests): two generations).
+/// Snapshots of [`SNAPSHOT_FORMAT_V2`] (one run of digests that never
+/// aged) and of [`FORMAT`] (no digests) are still read.
+pub const SNAPSHOT_FORMAT: u8 = 3;
+/// Snapshots since they first carried key digests, up to
+/// [`SNAPSHOT_FORMAT`]: read, never written.
+pub const SNAPSHOT_FORMAT_V2: u8 = 2;
 /// Idempotency records since they put `recorded_at` first, so that a
 /// compaction judging their age reads one number instead of the record
 /// ([`retention`](crate::retention)). Idempotency records of format

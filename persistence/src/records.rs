@@ -2,7 +2,7 @@
 
 use crate::envelope::{self, Kind, FORMAT, IDEMPOTENCY_FORMAT};
 use crate::error::StoreError;
-use crate::key_digests::KeyDigests;
+use crate::key_digests::{KeyDigests, KeyDigestsV2};
 use loyalty_engine::enrollment::{Enrollment, Request, TransactionOutcome};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,15 @@ pub(crate) struct SnapshotRecordRef<'a> {
     pub version: u64,
     pub state: &'a Enrollment,
     pub keys: Option<&'a KeyDigests>,
+}
+
+/// A snapshot of envelope format 2, whose key digests did not age: still
+/// read.
+#[derive(Deserialize)]
+pub(crate) struct SnapshotRecordV2 {
+    pub version: u64,
+    pub state: Enrollment,
+    pub keys: Option<KeyDigestsV2>,
 }
 
 /// A snapshot of envelope format 1, before key digests: still read.

@@ -6,11 +6,12 @@ use crate::key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 use crate::keys::{self, Cf};
 use crate::records::{
     IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef, SnapshotRecordV1,
+    SnapshotRecordV2,
 };
 use crate::recovery::{self, RecoveryReport};
 use crate::retention::{IdempotencyRetention, RetentionFilterFactory};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
-use loyalty_engine::{DomainEvent, EnrollmentId};
+use loyalty_engine::{DomainEvent, EnrollmentId, Timestamp};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Direction,
     IteratorMode, MemtableFactory, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
@@ -21,6 +22,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// How much of the log start-up reads back and checks.
@@ -112,6 +114,8 @@ pub struct Store {
     /// Idempotency records compactions have dropped since open, past
     /// their retention.
     expired: Arc<AtomicU64>,
+    /// How long idempotency records are kept (`None`: for ever).
+    retention: Option<IdempotencyRetention>,
 }
 
 /// Buckets of the hash memtables (aggregate index, idempotency): one
@@ -121,17 +125,20 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
 ///
-/// 2 since idempotency records put `recorded_at` first (envelope format
+/// 3 since snapshots carry key digests that age with the records'
+/// retention (envelope format
+/// [`SNAPSHOT_FORMAT`](crate::envelope::SNAPSHOT_FORMAT)); 2 since
+/// idempotency records put `recorded_at` first (envelope format
 /// [`IDEMPOTENCY_FORMAT`](crate::envelope::IDEMPOTENCY_FORMAT)). A
-/// directory of format 1 is upgraded when opened: this build reads every
-/// record of it. The number is what stops a build from before the change
-/// at start-up ("data directory format 2 is not supported"), instead of
-/// letting it serve and then fail on the first retried key whose record
-/// it cannot read.
-pub const DATA_FORMAT: u32 = 2;
+/// directory of an older format is upgraded when opened: this build reads
+/// every record of it. The number is what stops a build from before a
+/// change at start-up ("data directory format 3 is not supported"),
+/// instead of letting it serve and then fail on the first record it
+/// cannot read.
+pub const DATA_FORMAT: u32 = 3;
 
 /// Older data directory formats this build reads, and upgrades on open.
-const UPGRADED_FORMATS: [u32; 1] = [1];
+const UPGRADED_FORMATS: [u32; 2] = [1, 2];
 
 /// Read options for one id's keys in the aggregate index or the
 /// idempotency records: RocksDB stops at the id's last key, so neither the
@@ -245,6 +252,7 @@ impl Store {
             db: Arc::new(db),
             path,
             expired,
+            retention: options.idempotency_retention,
         };
         store.check_format()?;
         let report = recovery::recover(&store, options.verify, started)?;
@@ -550,10 +558,11 @@ impl Store {
     }
 
     /// Digests of an enrollment's idempotency keys, read from their records
-    /// (for an enrollment whose snapshot does not have them). Reads at most
-    /// [`KEY_DIGESTS_MAX`] + 1 records, and keeps them out of the block
+    /// at `now` (for an enrollment whose snapshot does not have them, or
+    /// whose digests gave up and are due again). Reads at most
+    /// [`KEY_DIGESTS_MAX`] + 1 keys, and keeps them out of the block
     /// cache: this is a one-off read, not a working set.
-    pub fn key_digests(&self, id: EnrollmentId) -> Result<KeyDigests, StoreError> {
+    pub fn key_digests(&self, id: EnrollmentId, now: Timestamp) -> Result<KeyDigests, StoreError> {
         let prefix = id.as_bytes();
         let mut options = one_id();
         options.fill_cache(false);
@@ -571,13 +580,23 @@ impl Store {
                 break;
             };
             if digests.len() == KEY_DIGESTS_MAX {
-                return Ok(KeyDigests::TooMany);
+                return Ok(KeyDigests::read_back(None, now, self.keep_keys_for()));
             }
             digests.push(KeyDigests::digest_bytes(key));
         }
         digests.sort_unstable();
         digests.dedup();
-        Ok(KeyDigests::Known(digests))
+        Ok(KeyDigests::read_back(
+            Some(digests),
+            now,
+            self.keep_keys_for(),
+        ))
+    }
+
+    /// How long idempotency records are kept, so how long key digests need
+    /// to hold a key ([`KeyDigests::insert`]); `None`: for ever.
+    pub fn keep_keys_for(&self) -> Option<Duration> {
+        self.retention.map(IdempotencyRetention::keep_for)
     }
 
     /// The snapshot of an enrollment, checked on the way out.
@@ -597,6 +616,19 @@ impl Store {
                     version: old.version,
                     state: old.state,
                     keys: None,
+                }
+            }
+            Some(envelope::SNAPSHOT_FORMAT_V2) => {
+                let old: SnapshotRecordV2 = envelope::decode_as(
+                    envelope::SNAPSHOT_FORMAT_V2,
+                    Kind::Snapshot,
+                    &bytes,
+                    what,
+                )?;
+                SnapshotRecord {
+                    version: old.version,
+                    state: old.state,
+                    keys: old.keys.map(KeyDigests::from),
                 }
             }
             _ => envelope::decode_as(envelope::SNAPSHOT_FORMAT, Kind::Snapshot, &bytes, what)?,

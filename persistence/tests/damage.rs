@@ -176,14 +176,14 @@ fn a_directory_of_another_format_is_refused() {
             err,
             StoreError::Format {
                 found: 99,
-                expected: 2
+                expected: 3
             }
         ),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "data directory format 99 is not supported (this build reads formats up to 2)"
+        "data directory format 99 is not supported (this build reads formats up to 3)"
     );
     assert_eq!(
         format(dir.path()),
@@ -193,20 +193,22 @@ fn a_directory_of_another_format_is_refused() {
 }
 
 /// A directory of format 1 (idempotency records with `recorded_at` last)
-/// is read as it is and marked format 2 on open, so that a build from
-/// before format 2 refuses it at start-up rather than failing later on a
-/// record it cannot read.
+/// or 2 (snapshot digests that do not age) is read as it is and marked
+/// format 3 on open, so that a build from before format 3 refuses it at
+/// start-up rather than failing later on a record it cannot read.
 #[test]
-fn a_directory_of_the_previous_format_is_upgraded_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), true);
-    set_format(dir.path(), 1);
-    let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
-    assert_eq!(report.next_sequence, BATCHES * PER_BATCH + 1);
-    assert_eq!(
-        store.read_log(0, usize::MAX).unwrap().len() as u64,
-        BATCHES * PER_BATCH
-    );
-    drop(store);
-    assert_eq!(format(dir.path()), 2);
+fn a_directory_of_a_previous_format_is_upgraded_on_open() {
+    for previous in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), true);
+        set_format(dir.path(), previous);
+        let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+        assert_eq!(report.next_sequence, BATCHES * PER_BATCH + 1);
+        assert_eq!(
+            store.read_log(0, usize::MAX).unwrap().len() as u64,
+            BATCHES * PER_BATCH
+        );
+        drop(store);
+        assert_eq!(format(dir.path()), 3, "from format {previous}");
+    }
 }

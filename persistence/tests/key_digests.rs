@@ -15,6 +15,9 @@ use loyalty_persistence::{
 };
 use uuid::Uuid;
 
+/// When the tests read keys back from the store.
+const NOW: Timestamp = Timestamp(1_700_000_000_000);
+
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&StoreOptions::new(dir.path())).unwrap().0
 }
@@ -83,19 +86,19 @@ fn own_keys_only(options: StoreOptions) {
         .collect();
     // Written last, after the others are flushed to a table file.
     let late = EnrollmentId(Uuid::from_u128(12));
-    let count = |store: &Store, id| store.key_digests(id).unwrap().known().map(<[u32]>::len);
+    let count = |store: &Store, id| store.key_digests(id, NOW).unwrap().count();
     // `late_written`: whether `late` has its key yet; `extra`: keys the
     // largest id has beyond its first three.
     let check = |store: &Store, late_written: bool, extra: usize| {
         assert_eq!(count(store, ids[0]), Some(1));
-        let middle = store.key_digests(ids[1]).unwrap();
-        assert_eq!(middle.known().map(<[u32]>::len), Some(2));
+        let middle = store.key_digests(ids[1], NOW).unwrap();
+        assert_eq!(middle.count(), Some(2));
         assert!(middle.may_contain(KeyDigests::digest("key-0")));
         assert!(middle.may_contain(KeyDigests::digest("key-1")));
         assert!(!middle.may_contain(KeyDigests::digest("key-2")));
         assert_eq!(count(store, ids[2]), Some(3 + extra));
         let stranger = EnrollmentId(Uuid::from_u128(99));
-        assert_eq!(store.key_digests(stranger).unwrap(), KeyDigests::none());
+        assert_eq!(store.key_digests(stranger, NOW).unwrap().count(), Some(0));
         assert_eq!(count(store, late), Some(usize::from(late_written)));
         // Point lookups find exactly the keys written, per enrollment.
         assert!(store.idempotency(ids[1], "key-1").unwrap().is_some());
@@ -140,7 +143,12 @@ fn past_the_bound_activation_gives_up_on_digests() {
         .map(|k| key_record(id, &format!("k{k}")))
         .collect();
     write(&store, vec![], puts);
-    assert_eq!(store.key_digests(id).unwrap(), KeyDigests::TooMany);
+    let keys = store.key_digests(id, NOW).unwrap();
+    assert_eq!(
+        (keys.count(), keys.rescan_at()),
+        (None, None),
+        "kept for ever here"
+    );
 }
 
 #[test]
@@ -150,7 +158,7 @@ fn a_snapshot_keeps_its_digests_until_an_event_follows_it() {
     let id = EnrollmentId(Uuid::from_u128(5));
     let (state, record) = enrolled(id);
     let mut keys = KeyDigests::none();
-    keys.insert(KeyDigests::digest("till-1"));
+    keys.insert(KeyDigests::digest("till-1"), NOW, None);
     let snapshot = Store::snapshot_put(&state, Some(&keys)).unwrap();
     write(&store, vec![record], vec![snapshot]);
     let loaded = store.load_enrollment(id).unwrap().unwrap();
@@ -195,4 +203,61 @@ fn a_snapshot_of_the_first_format_is_read_without_digests() {
     );
     let loaded = store.load_enrollment(id).unwrap().unwrap();
     assert_eq!((loaded.state, loaded.keys), (state, None));
+}
+
+#[test]
+fn a_snapshot_of_the_second_format_is_read_with_its_digests() {
+    /// How format 2 encoded digests: one run, or "too many".
+    #[derive(serde::Serialize)]
+    enum DigestsV2 {
+        Known(Vec<u32>),
+        TooMany,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (till, stranger) = (KeyDigests::digest("till-1"), KeyDigests::digest("till-2"));
+    let (a, b) = (
+        EnrollmentId(Uuid::from_u128(8)),
+        EnrollmentId(Uuid::from_u128(9)),
+    );
+    let mut puts = Vec::new();
+    let mut events = Vec::new();
+    for (id, keys) in [(a, DigestsV2::Known(vec![till])), (b, DigestsV2::TooMany)] {
+        let (state, record) = enrolled(id);
+        let value = envelope::encode_as(
+            envelope::SNAPSHOT_FORMAT_V2,
+            Kind::Snapshot,
+            &(1u64, &state, Some(keys)),
+        )
+        .unwrap();
+        puts.push(Put {
+            cf: Cf::Snapshot,
+            key: id.as_bytes().to_vec(),
+            value,
+        });
+        events.push(record);
+    }
+    write(&store, events, puts);
+    let keys = store.load_enrollment(a).unwrap().unwrap().keys.unwrap();
+    assert!(keys.may_contain(till) && !keys.may_contain(stranger));
+    assert!(keys.is_well_formed());
+    // "Too many" in format 2 is read again at the enrollment's next
+    // transaction, whenever that is.
+    let keys = store.load_enrollment(b).unwrap().unwrap().keys.unwrap();
+    assert_eq!((keys.count(), keys.rescan_at()), (None, Some(Timestamp(0))));
+}
+
+#[test]
+fn a_snapshot_with_digests_out_of_order_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = EnrollmentId(Uuid::from_u128(10));
+    let (state, record) = enrolled(id);
+    let unsorted = KeyDigests::read_back(Some(vec![9, 3]), NOW, None);
+    let snapshot = Store::snapshot_put(&state, Some(&unsorted)).unwrap();
+    write(&store, vec![record], vec![snapshot]);
+    assert!(matches!(
+        store.snapshot(id),
+        Err(loyalty_persistence::StoreError::Corrupt { .. })
+    ));
 }
