@@ -89,6 +89,8 @@ bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
   # "/" made "_"; a group's benchmarks get a folder per group.
   ("decide one earn (no I/O)", "decide_earn"), ("snapshot encode", "snapshot_encode"), ("snapshot decode", "snapshot_decode"),
   ("retention check of an idempotency record (compactions)", "retention_check"),
+  ("new key checked and noted in an enrollment's key digests (30-day retention)", "key_digests/new_key_aging"),
+  ("the same, digests kept for ever (no retention)", "key_digests/new_key_kept_for_ever"),
   ("JSON decode of an earn", "json_earn_decode"), ("JSON encode of the answer", "json_answer_encode"),
   ("batch of 1 000 earns: JSON decode", "batch/json_decode"), ("batch of 1 000 earns: protobuf decode", "batch/protobuf_decode"),
   ("1 000 batch answers: JSON encode", "batch/json_encode"), ("1 000 batch answers: protobuf encode", "batch/protobuf_encode"),
