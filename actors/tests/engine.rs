@@ -847,6 +847,15 @@ async fn a_key_past_its_retention_is_forgotten_and_its_retry_is_new() {
     engine.shutdown();
 }
 
+/// Holds the commit thread's writes back while `held`, to keep a
+/// transaction in flight; `waiting` says a write is being held.
+#[derive(Default)]
+struct WriteGate {
+    held: Mutex<bool>,
+    released: std::sync::Condvar,
+    waiting: AtomicBool,
+}
+
 /// Digests that gave up past their bound come back a retention later: the
 /// enrollment's next transaction reads the keys the store has left, and
 /// its snapshots hold digests again instead of "too many" for good.
@@ -864,7 +873,20 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
         tick_interval: Duration::from_millis(20),
         ..config()
     };
-    let engine = Engine::start(store, &report, config, clock.clone()).unwrap();
+    let gate = Arc::new(WriteGate::default());
+    let writer = {
+        let gate = gate.clone();
+        Box::new(move |store: &Store, batch, sync| {
+            let mut held = gate.held.lock().unwrap();
+            while *held {
+                gate.waiting.store(true, Ordering::SeqCst);
+                held = gate.released.wait(held).unwrap();
+            }
+            drop(held);
+            store.write(batch, sync)
+        })
+    };
+    let engine = Engine::start_with_writer(store, &report, config, clock.clone(), writer).unwrap();
     let (business, program) = business_with_program(&engine, rules(None, None)).await;
     let a = enroll(&engine, business, program, "a").await.enrollment_id;
     let n = KEY_DIGESTS_MAX + 10;
@@ -892,17 +914,41 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
     engine.store().compact_idempotency();
     assert_eq!(engine.store().idempotency_records_expired(), n as u64 + 1);
 
-    clock.set(days_ago(13));
-    let first = engine
-        .transact(business, a, key("after"), earn(1))
-        .await
-        .unwrap();
+    // "after" is decided while the digests are still given up on, and its
+    // write is held back. The clock then reaches the rescan, and a retry of
+    // "after" comes while it is in flight: the rescan cannot see its
+    // record, and the retry must wait for its answer, not be taken for new.
+    *gate.held.lock().unwrap() = true;
+    let first = engine.transact(business, a, key("after"), earn(1));
+    let retry = async {
+        while !gate.waiting.load(Ordering::SeqCst) {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        clock.set(days_ago(13));
+        let retried = engine.transact(business, a, key("after"), earn(1));
+        let probe = async {
+            // Refused by the actor before anything else: once it is, the
+            // retry ahead of it in the shard's mailbox has been handled.
+            let stranger = loyalty_engine::BusinessId(uuid::Uuid::now_v7());
+            let refused = engine.transact(stranger, a, key("probe"), earn(1)).await;
+            assert!(
+                matches!(refused, Err(EngineError::NotFound { .. })),
+                "{refused:?}"
+            );
+            *gate.held.lock().unwrap() = false;
+            gate.released.notify_all();
+        };
+        futures_util::join!(retried, probe).0
+    };
+    let (first, retried) = futures_util::join!(first, retry);
+    let first = first.unwrap();
+    assert_eq!(retried.unwrap(), first, "the retry got the first answer");
+    assert_eq!(first.outcome.balance, n as i64 + 2);
     let again = engine
         .transact(business, a, key("after"), earn(1))
         .await
         .unwrap();
     assert_eq!(again, first, "the key read back is known");
-    assert_eq!(first.outcome.balance, n as i64 + 2);
     passivated(&engine).await;
     assert_eq!(
         digests(&Some(saved())),

@@ -560,7 +560,7 @@ impl Store {
     /// Digests of an enrollment's idempotency keys, read from their records
     /// at `now` (for an enrollment whose snapshot does not have them, or
     /// whose digests gave up and are due again). Reads at most
-    /// [`KEY_DIGESTS_MAX`] + 1 keys, and keeps them out of the block
+    /// [`KEY_DIGESTS_MAX`] + 1 records, and keeps them out of the block
     /// cache: this is a one-off read, not a working set.
     pub fn key_digests(&self, id: EnrollmentId, now: Timestamp) -> Result<KeyDigests, StoreError> {
         let prefix = id.as_bytes();
@@ -570,17 +570,25 @@ impl Store {
             options.set_iterate_upper_bound(end.to_be_bytes().to_vec());
         }
         let mut digests = Vec::new();
+        // Held from the newest record's time if the clock has since been
+        // set back (the store keeps a record by its own time). A record
+        // whose time cannot be read counts as read now: reading it by its
+        // key reports the damage.
+        let mut newest = now;
         for item in self.db.iterator_cf_opt(
             self.cf(Cf::Idempotency),
             options,
             IteratorMode::From(prefix, Direction::Forward),
         ) {
-            let (key, _) = item?;
+            let (key, value) = item?;
             let Some(key) = key.strip_prefix(prefix.as_slice()) else {
                 break;
             };
+            if let Ok(recorded_at) = IdempotencyRecord::recorded_at_of(&value) {
+                newest = newest.max(recorded_at);
+            }
             if digests.len() == KEY_DIGESTS_MAX {
-                return Ok(KeyDigests::read_back(None, now, self.keep_keys_for()));
+                return Ok(KeyDigests::read_back(None, newest, self.keep_keys_for()));
             }
             digests.push(KeyDigests::digest_bytes(key));
         }
@@ -588,7 +596,7 @@ impl Store {
         digests.dedup();
         Ok(KeyDigests::read_back(
             Some(digests),
-            now,
+            newest,
             self.keep_keys_for(),
         ))
     }
@@ -660,8 +668,9 @@ impl Store {
 
     /// A snapshot write, to go into the same commit group as the events
     /// that reach its version. `keys` must hold the digest of every key
-    /// with a record up to that version, including the ones written in the
-    /// same group; `None` when the writer does not know them.
+    /// with a record up to that version that the store still keeps by its
+    /// retention, including the ones written in the same group; `None`
+    /// when the writer does not know them.
     pub fn snapshot_put(state: &Enrollment, keys: Option<&KeyDigests>) -> Result<Put, StoreError> {
         state.check_invariants();
         let record = SnapshotRecordRef {

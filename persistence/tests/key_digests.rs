@@ -16,7 +16,8 @@ use loyalty_persistence::{
 use uuid::Uuid;
 
 /// When the tests read keys back from the store.
-const NOW: Timestamp = Timestamp(1_700_000_000_000);
+/// A whole minute: key digests keep their times to the minute.
+const NOW: Timestamp = Timestamp(1_700_000_040_000);
 
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&StoreOptions::new(dir.path())).unwrap().0
@@ -260,4 +261,34 @@ fn a_snapshot_with_digests_out_of_order_is_refused() {
         store.snapshot(id),
         Err(loyalty_persistence::StoreError::Corrupt { .. })
     ));
+}
+
+/// Keys read back are held a retention from their newest record when
+/// that is later than the reading (a clock set back since they were
+/// written): the store keeps each record by its own time.
+#[test]
+fn keys_read_back_are_held_from_their_newest_record() {
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    let week = Some(std::time::Duration::from_secs(7 * 24 * 60 * 60));
+    let days = |n: i64| Timestamp(NOW.0 + n * DAY_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = EnrollmentId(Uuid::from_u128(11));
+    let stamped = |key: &str, at: Timestamp| {
+        Store::idempotency_put(id, key, &common::earn_record(at)).unwrap()
+    };
+    write(
+        &store,
+        vec![],
+        vec![stamped("early", days(-20)), stamped("ahead", days(3))],
+    );
+    let mut keys = store.key_digests(id, NOW).unwrap();
+    let ahead = KeyDigests::digest("ahead");
+    // The next key makes the read ones the older generation; it goes once
+    // the newest record ("ahead", three days on) is more than a week old.
+    keys.insert(KeyDigests::digest("next"), days(8), week);
+    keys.insert(KeyDigests::digest("day 10"), days(10), week);
+    assert!(keys.may_contain(ahead), "its record is kept until day 10");
+    keys.insert(KeyDigests::digest("later"), Timestamp(days(10).0 + 1), week);
+    assert!(!keys.may_contain(ahead));
 }
