@@ -47,6 +47,13 @@ fn key_record(id: EnrollmentId, key: &str) -> Put {
     Store::idempotency_put(id, key, &record).unwrap()
 }
 
+/// Writes `id` enrolled (version 1) with its snapshot holding `keys`.
+fn enrolled_with_snapshot(store: &Store, id: EnrollmentId, keys: &KeyDigests) {
+    let (state, record) = enrolled(id);
+    let snapshot = Store::snapshot_put(&state, Some(keys)).unwrap();
+    write(store, vec![record], vec![snapshot]);
+}
+
 fn write(store: &Store, events: Vec<LogRecord>, puts: Vec<Put>) {
     let mut next = store.next_sequence().unwrap();
     let events = events
@@ -157,11 +164,9 @@ fn a_snapshot_keeps_its_digests_until_an_event_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let id = EnrollmentId(Uuid::from_u128(5));
-    let (state, record) = enrolled(id);
     let mut keys = KeyDigests::none();
     keys.insert(KeyDigests::digest("till-1"), NOW, None);
-    let snapshot = Store::snapshot_put(&state, Some(&keys)).unwrap();
-    write(&store, vec![record], vec![snapshot]);
+    enrolled_with_snapshot(&store, id, &keys);
     let loaded = store.load_enrollment(id).unwrap().unwrap();
     assert_eq!((loaded.snapshot_version, loaded.keys), (1, Some(keys)));
 
@@ -253,10 +258,8 @@ fn a_snapshot_with_digests_out_of_order_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let id = EnrollmentId(Uuid::from_u128(10));
-    let (state, record) = enrolled(id);
     let unsorted = KeyDigests::read_back(Some(vec![9, 3]), NOW, None);
-    let snapshot = Store::snapshot_put(&state, Some(&unsorted)).unwrap();
-    write(&store, vec![record], vec![snapshot]);
+    enrolled_with_snapshot(&store, id, &unsorted);
     assert!(matches!(
         store.snapshot(id),
         Err(loyalty_persistence::StoreError::Corrupt { .. })
