@@ -867,26 +867,24 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
     let clock = Arc::new(ManualClock::new(days_ago(20)));
     let mut options = StoreOptions::new(dir.path());
     options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
-    let (store, report) = Store::open(&options).unwrap();
     let config = EngineConfig {
         passivate_after: Duration::from_millis(100),
         tick_interval: Duration::from_millis(20),
         ..config()
     };
     let gate = Arc::new(WriteGate::default());
-    let writer = {
+    let hold_writes = {
         let gate = gate.clone();
-        Box::new(move |store: &Store, batch, sync| {
+        move || {
             let mut held = gate.held.lock().unwrap();
             while *held {
                 gate.waiting.store(true, Ordering::SeqCst);
                 held = gate.released.wait(held).unwrap();
             }
-            drop(held);
-            store.write(batch, sync)
-        })
+            Ok(())
+        }
     };
-    let engine = Engine::start_with_writer(store, &report, config, clock.clone(), writer).unwrap();
+    let engine = start_with_write_hook_on(&options, config, clock.clone(), hold_writes);
     let (business, program) = business_with_program(&engine, rules(None, None)).await;
     let a = enroll(&engine, business, program, "a").await.enrollment_id;
     let n = KEY_DIGESTS_MAX + 10;

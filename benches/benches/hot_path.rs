@@ -248,15 +248,11 @@ fn batch_encodings(c: &mut Criterion) {
         b.iter_batched(
             results,
             |results| wire::encode(&results),
-            criterion::BatchSize::LargeInput,
+            BatchSize::LargeInput,
         )
     });
     group.bench_function("protobuf_encode", |b| {
-        b.iter_batched(
-            results,
-            batch_protobuf::encode_reply,
-            criterion::BatchSize::LargeInput,
-        )
+        b.iter_batched(results, batch_protobuf::encode_reply, BatchSize::LargeInput)
     });
     group.finish();
 }
@@ -333,7 +329,7 @@ fn group_commit(c: &mut Criterion) {
                 assert_eq!(chunk.len(), CHUNK);
                 chunk
             },
-            criterion::BatchSize::LargeInput,
+            BatchSize::LargeInput,
         )
     });
     let durable = store.read_log(after, CHUNK).unwrap();
@@ -347,7 +343,7 @@ fn group_commit(c: &mut Criterion) {
                 assert_eq!(chunk.len(), CHUNK);
                 chunk
             },
-            criterion::BatchSize::LargeInput,
+            BatchSize::LargeInput,
         )
     });
     group.finish();

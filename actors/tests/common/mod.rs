@@ -35,14 +35,24 @@ pub fn start(dir: &Path, config: EngineConfig, clock: Arc<ManualClock>) -> Engin
 pub fn start_with_write_hook(
     dir: &Path,
     clock: Arc<ManualClock>,
+    before_write: impl FnMut() -> Result<(), StoreError> + Send + 'static,
+) -> Engine {
+    start_with_write_hook_on(&StoreOptions::new(dir), config(), clock, before_write)
+}
+
+/// [`start_with_write_hook`] on a store and engine configured as given.
+pub fn start_with_write_hook_on(
+    options: &StoreOptions,
+    config: EngineConfig,
+    clock: Arc<ManualClock>,
     mut before_write: impl FnMut() -> Result<(), StoreError> + Send + 'static,
 ) -> Engine {
-    let (store, report) = Store::open(&StoreOptions::new(dir)).expect("open store");
+    let (store, report) = Store::open(options).expect("open store");
     let writer = Box::new(move |store: &Store, batch, sync| {
         before_write()?;
         store.write(batch, sync)
     });
-    Engine::start_with_writer(store, &report, config(), clock, writer).expect("start engine")
+    Engine::start_with_writer(store, &report, config, clock, writer).expect("start engine")
 }
 
 /// A business with a program and one enrollment that has earned `points`
