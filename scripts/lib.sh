@@ -59,6 +59,12 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# CPU time of process PID so far, in clock ticks (user + system; see
+# `getconf CLK_TCK`).
+cpu_ticks() { # PID
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
 # Waits until URL answers with success, polling every 0.1 s for up to
 # SECONDS (default 30); otherwise stops the script.
 wait_http() { # URL [SECONDS]

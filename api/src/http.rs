@@ -414,15 +414,18 @@ pub fn app(
         .app_data(state)
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
-            let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-            let method = req.method().to_string();
             let metrics = metrics.clone();
             let response = srv.call(req);
             async move {
                 let response = response.await?;
+                // Asked after routing, the pattern comes from the route the
+                // router chose; asked before, it would match the path against
+                // the routes' patterns a second time.
+                let request = response.request();
+                let route = request.match_pattern();
                 metrics.observe(
-                    &method,
-                    &route,
+                    request.method().as_str(),
+                    route.as_deref().unwrap_or("unmatched"),
                     response.status().as_u16(),
                     started.elapsed(),
                 );

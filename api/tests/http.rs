@@ -161,8 +161,25 @@ fn the_contract_flow_works_end_to_end() {
 
     let (status, _) = server.get("/healthz", None);
     assert_eq!(status, 200);
+    let (status, _) = server.get("/v1/no-such-route", key);
+    assert_eq!(status, 404);
     let metrics = server.request("GET", "/metrics", None, None, &[]);
     let text = String::from_utf8(metrics.body).unwrap();
+    // Requests are counted by the route's pattern, not its path (one
+    // series per route, whatever the ids), and a path no route matches is
+    // "unmatched".
+    for series in [
+        r#"loyalty_http_requests_total{method="POST",route="/v1/enrollments/{id}/earn",status="200"}"#,
+        r#"loyalty_http_requests_total{method="POST",route="/v1/earn/batch",status="200"}"#,
+        r#"loyalty_http_requests_total{method="GET",route="/healthz",status="200"}"#,
+        r#"loyalty_http_requests_total{method="GET",route="unmatched",status="404"}"#,
+    ] {
+        assert!(text.contains(series), "metrics lack {series}: {text}");
+    }
+    assert!(
+        !text.contains(&t.enrollment_id),
+        "a path's id made its own series: {text}"
+    );
     for name in [
         "loyalty_http_requests_total",
         "loyalty_fsync_duration_seconds_bucket",
