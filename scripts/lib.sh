@@ -60,9 +60,10 @@ free_port() {
 }
 
 # CPU time of process PID so far, in clock ticks (user + system; see
-# `getconf CLK_TCK`).
+# `getconf CLK_TCK`). The fields are counted after the command name, which
+# is in parentheses and may hold spaces.
 cpu_ticks() { # PID
-    awk '{print $14 + $15}' "/proc/$1/stat"
+    sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
 # Waits until URL answers with success, polling every 0.1 s for up to

@@ -419,8 +419,10 @@ pub fn app(
             async move {
                 let response = response.await?;
                 // Asked after routing, the pattern comes from the route the
-                // router chose; asked before, it would match the path against
-                // the routes' patterns a second time.
+                // router chose (it matched the percent-decoded path); asked
+                // before, it matched the path against the routes' patterns a
+                // second time. Only a path no route matched (the 404) is
+                // looked up again, to find it has none.
                 let request = response.request();
                 let route = request.match_pattern();
                 metrics.observe(

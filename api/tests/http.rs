@@ -161,6 +161,9 @@ fn the_contract_flow_works_end_to_end() {
 
     let (status, _) = server.get("/healthz", None);
     assert_eq!(status, 200);
+    // Percent-encoded, the same route: the router matches the decoded path.
+    let (status, _) = server.get("/%68ealthz", None);
+    assert_eq!(status, 200);
     let (status, _) = server.get("/v1/no-such-route", key);
     assert_eq!(status, 404);
     let metrics = server.request("GET", "/metrics", None, None, &[]);
@@ -171,7 +174,7 @@ fn the_contract_flow_works_end_to_end() {
     for series in [
         r#"loyalty_http_requests_total{method="POST",route="/v1/enrollments/{id}/earn",status="200"}"#,
         r#"loyalty_http_requests_total{method="POST",route="/v1/earn/batch",status="200"}"#,
-        r#"loyalty_http_requests_total{method="GET",route="/healthz",status="200"}"#,
+        "loyalty_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2\n",
         r#"loyalty_http_requests_total{method="GET",route="unmatched",status="404"}"#,
     ] {
         assert!(text.contains(series), "metrics lack {series}: {text}");
