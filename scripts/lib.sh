@@ -98,6 +98,30 @@ write_enrollments() { # BIN DATA_DIR COUNT IDS_OUT
     python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['api_key'])" "$summary"
 }
 
+# One 5 s round of the k6 HTTP earn load (loadtests/k6/http.js, closed
+# model) against BASE_URL that walks the enrollments from a random one, so
+# a round of as many requests reaches every one: a warm_up round for the
+# HTTP scripts. K6_ARGS give the enrollments (`-e ENROLLMENTS_FILE=...`,
+# `-e API_KEY=...`). k6's complaints about its thresholds in these rounds
+# are not worth showing.
+k6_warm_up_round() { # BASE_URL VUS K6_ARGS...
+    local base="$1" vus="$2"
+    shift 2
+    k6 run --quiet --no-color -e "BASE_URL=$base" -e SCENARIO=closed -e MIX=earn-only \
+        -e PICK=walk -e "VUS=$vus" -e DURATION=5s "$@" loadtests/k6/http.js 2>/dev/null
+}
+
+# One measured run of the k6 HTTP earn load against BASE_URL: VUS
+# requests in flight (closed model) for DURATION; k6's summary goes to
+# SUMMARY_OUT (JSON) and what it prints to LOG_OUT. Returns k6's status,
+# which is not zero when a threshold failed.
+k6_earn_run() { # BASE_URL VUS DURATION SUMMARY_OUT LOG_OUT K6_ARGS...
+    local base="$1" vus="$2" duration="$3" summary="$4" log="$5"
+    shift 5
+    k6 run --quiet --no-color -e "BASE_URL=$base" -e SCENARIO=closed -e MIX=earn-only -e "VUS=$vus" \
+        -e "DURATION=$duration" "$@" --summary-export "$summary" loadtests/k6/http.js >/dev/null 2>"$log"
+}
+
 # Warm-up of a load test: every enrollment is loaded from disk on its first
 # earn, and the runs measure enrollments in memory, as a shop's regulars
 # are. Runs COMMAND (a round of load; its output to stdout is dropped) up to
