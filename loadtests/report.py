@@ -114,9 +114,13 @@ if "passivation_ping_max_us" in mem:
     f"  {mem['passivation_ping_max_us']/1000:.1f} ms for their answer (p99 {mem['passivation_ping_p99_us']/1000:.2f} ms): how long the\n"
     f"  passivation wave held up a command.")
 
+# The day of the run, not of this rendering: the page is rendered again
+# when only the notes change.
+run_day = datetime.date.fromtimestamp(os.path.getmtime(os.path.join(summary, "nats.json")))
+
 out = f"""# Performance
 
-Written by `loadtests/run-all` on {datetime.date.today()} — do not edit by hand;
+Written by `loadtests/run-all` on {run_day} — do not edit by hand;
 the analysis at the end comes from `loadtests/PERFORMANCE-notes.md`.
 
 **Conditions.** One machine: {cores} cores, {mem_gib:.0f} GiB, one virtual disk.

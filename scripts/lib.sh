@@ -66,6 +66,17 @@ cpu_ticks() { # PID
     sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
+# CPU time of each of process PID's threads so far, in clock ticks, summed
+# by thread name with a trailing "-N" dropped (the shards are
+# loyalty-shard-0, -1, ...): lines of NAME<TAB>TICKS, for
+# loadtests/threads.py. Fields are counted after the name, as above.
+thread_ticks() { # PID
+    cat /proc/"$1"/task/*/stat 2>/dev/null \
+        | sed -E 's/^[0-9]+ \((.*)\) (.*)$/\1\t\2/' \
+        | awk -F'\t' '{ split($2, f, " "); name = $1; sub(/-[0-9]+$/, "", name); ticks[name] += f[12] + f[13] }
+                      END { for (name in ticks) printf "%s\t%d\n", name, ticks[name] }'
+}
+
 # Waits until URL answers with success, polling every 0.1 s for up to
 # SECONDS (default 30); otherwise stops the script.
 wait_http() { # URL [SECONDS]

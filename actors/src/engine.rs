@@ -46,6 +46,20 @@ fn shard_refused<M>(err: &actix::dev::SendError<M>) -> EngineError {
 
 /// An answer channel dropped unanswered: whoever held it (the commit
 /// thread or an actor's shard) stopped before it could answer.
+/// Names the calling thread, as `ps -L`, `top -H` and profilers show it
+/// (at most 15 bytes). actix names every arbiter `actix-rt|system:…`, so
+/// the shards would be indistinguishable from the HTTP workers; the load
+/// tests' per-thread CPU figures need them apart. Best effort: a platform
+/// without the file keeps the old name.
+fn name_this_thread(name: &str) {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = std::fs::write("/proc/thread-self/comm", name) {
+        warn!(name, cause = %err, "cannot name the thread");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
 fn unanswered(_: oneshot::error::RecvError) -> EngineError {
     EngineError::Stopped("the engine stopped before answering".into())
 }
@@ -120,6 +134,7 @@ impl Engine {
             let mailbox = config.inflight_max.max(1) + config.commit_queue_max.max(1);
             let (tx, rx) = actix::dev::channel::channel::<Shard>(mailbox);
             arbiter.spawn_fn(move || {
+                name_this_thread(&format!("loyalty-shard-{index}"));
                 Context::with_receiver(rx).run(Shard::new(shard_rt, index));
             });
             shards.push(Addr::new(tx));

@@ -143,6 +143,37 @@ async fn a_reused_key_answers_the_first_answer_and_a_changed_request_conflicts()
     engine.shutdown();
 }
 
+/// Operators and the load tests' per-thread CPU figures tell the shards
+/// from actix's other threads by name.
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn shard_threads_carry_their_own_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), config(), Arc::new(ManualClock::new(T0)));
+    assert_eq!(config().shards, 2);
+    // Both shards have run: each has answered for an enrollment.
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let mut served = std::collections::HashSet::new();
+    for i in 0..64 {
+        let e = enroll(&engine, business, program, &format!("c-{i}")).await;
+        served.insert(engine.shard_index(e.enrollment_id));
+        engine.balance(business, e.enrollment_id).await.unwrap();
+        if served.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 2, "64 enrollments, all on one shard");
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect();
+    for shard in ["loyalty-shard-0", "loyalty-shard-1"] {
+        assert!(names.iter().any(|n| n == shard), "{shard} not in {names:?}");
+    }
+    engine.shutdown();
+}
+
 #[actix_rt::test]
 async fn fifty_concurrent_requests_with_one_key_have_one_effect() {
     let dir = tempfile::tempdir().unwrap();
