@@ -22,11 +22,12 @@ def read(path):
 
 def split(before_path, after_path, units):
     """Microseconds of CPU per unit of work (an earn, a request), by thread
-    name, between the two listings. A thread that ended in between is left
-    out; one that started counts from zero."""
+    name, between the two listings. A thread that started in between
+    counts from zero; one that ended takes its ticks with it, so its
+    group's figure is too low then (never below zero: it is clamped)."""
     hz = os.sysconf("SC_CLK_TCK")
     before, after = read(before_path), read(after_path)
-    return {name: (ticks - before.get(name, 0)) / hz * 1e6 / max(units, 1)
+    return {name: max(ticks - before.get(name, 0), 0) / hz * 1e6 / max(units, 1)
             for name, ticks in after.items()}
 
 

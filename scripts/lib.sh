@@ -68,10 +68,11 @@ cpu_ticks() { # PID
 
 # CPU time of each of process PID's threads so far, in clock ticks, summed
 # by thread name with a trailing "-N" dropped (the shards are
-# loyalty-shard-0, -1, ...): lines of NAME<TAB>TICKS, for
-# loadtests/threads.py. Fields are counted after the name, as above.
+# loyalty-sh-0, -1, ...): lines of NAME<TAB>TICKS, for
+# loadtests/threads.py. Fields are counted after the name, as above. A
+# thread that ends while it is listed is left out, not an error.
 thread_ticks() { # PID
-    cat /proc/"$1"/task/*/stat 2>/dev/null \
+    { cat /proc/"$1"/task/*/stat 2>/dev/null || true; } \
         | sed -E 's/^[0-9]+ \((.*)\) (.*)$/\1\t\2/' \
         | awk -F'\t' '{ split($2, f, " "); name = $1; sub(/-[0-9]+$/, "", name); ticks[name] += f[12] + f[13] }
                       END { for (name in ticks) printf "%s\t%d\n", name, ticks[name] }'

@@ -44,13 +44,12 @@ fn shard_refused<M>(err: &actix::dev::SendError<M>) -> EngineError {
     }
 }
 
-/// An answer channel dropped unanswered: whoever held it (the commit
-/// thread or an actor's shard) stopped before it could answer.
-/// Names the calling thread, as `ps -L`, `top -H` and profilers show it
-/// (at most 15 bytes). actix names every arbiter `actix-rt|system:…`, so
-/// the shards would be indistinguishable from the HTTP workers; the load
-/// tests' per-thread CPU figures need them apart. Best effort: a platform
-/// without the file keeps the old name.
+/// Names the calling thread, as `ps -L`, `top -H` and profilers show it.
+/// actix names every arbiter `actix-rt|system:…`, so the shards would be
+/// indistinguishable from the HTTP workers; the load tests' per-thread
+/// CPU figures need them apart. The kernel keeps 15 bytes of a name, so
+/// `loyalty-sh-` leaves room for four digits of a shard's number. Best
+/// effort: a platform without the file keeps the old name.
 fn name_this_thread(name: &str) {
     #[cfg(target_os = "linux")]
     if let Err(err) = std::fs::write("/proc/thread-self/comm", name) {
@@ -60,6 +59,8 @@ fn name_this_thread(name: &str) {
     let _ = name;
 }
 
+/// An answer channel dropped unanswered: whoever held it (the commit
+/// thread or an actor's shard) stopped before it could answer.
 fn unanswered(_: oneshot::error::RecvError) -> EngineError {
     EngineError::Stopped("the engine stopped before answering".into())
 }
@@ -134,7 +135,7 @@ impl Engine {
             let mailbox = config.inflight_max.max(1) + config.commit_queue_max.max(1);
             let (tx, rx) = actix::dev::channel::channel::<Shard>(mailbox);
             arbiter.spawn_fn(move || {
-                name_this_thread(&format!("loyalty-shard-{index}"));
+                name_this_thread(&format!("loyalty-sh-{index}"));
                 Context::with_receiver(rx).run(Shard::new(shard_rt, index));
             });
             shards.push(Addr::new(tx));

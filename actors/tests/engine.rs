@@ -168,7 +168,7 @@ async fn shard_threads_carry_their_own_names() {
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
         .map(|name| name.trim_end().to_owned())
         .collect();
-    for shard in ["loyalty-shard-0", "loyalty-shard-1"] {
+    for shard in ["loyalty-sh-0", "loyalty-sh-1"] {
         assert!(names.iter().any(|n| n == shard), "{shard} not in {names:?}");
     }
     engine.shutdown();
