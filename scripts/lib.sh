@@ -69,7 +69,7 @@ cpu_ticks() { # PID
 # CPU time of each of process PID's threads so far, in clock ticks, summed
 # by thread name with a trailing "-N" dropped (the shards are
 # loyalty-sh-0, -1, ...): lines of NAME<TAB>TICKS, for
-# loadtests/threads.py. Fields are counted after the name, as above. A
+# loadtests/ab_figures.py. Fields are counted after the name, as above. A
 # thread that ends while it is listed is left out, not an error.
 thread_ticks() { # PID
     { cat /proc/"$1"/task/*/stat 2>/dev/null || true; } \

@@ -1,16 +1,25 @@
-"""An engine's CPU split by thread, for the A/B scripts (ab-nats, ab-http).
+"""Figures both A/B scripts (ab-nats, ab-http) print.
 
-A process's total CPU per earn moves with this machine's speed from run to
-run; the split shows where a change moved it (say, from RocksDB's flush
-thread onto the commit thread, which every answer waits on). The listings
-are `thread_ticks` output (scripts/lib.sh), taken before and after the
-measured load.
+- A build's range and median of one figure over its runs (`span`).
+- An engine's CPU split by thread (`split`, `line`, `medians`). A
+  process's total CPU per earn moves with this machine's speed from run to
+  run; the split shows where a change moved it (say, from RocksDB's flush
+  thread onto the commit thread, which every answer waits on). The listings
+  are `thread_ticks` output (scripts/lib.sh), taken before and after the
+  measured load.
 """
 import os
 import statistics
 
 # Below this many microseconds per unit of work a thread is not printed.
 SHOWN_US_MIN = 0.05
+
+
+def span(runs, key, fmt):
+    """`min-max (median m)` of figure `key` over runs (dicts), each value
+    formatted with `fmt`."""
+    values = [run[key] for run in runs]
+    return f"{fmt.format(min(values))}-{fmt.format(max(values))} (median {fmt.format(statistics.median(values))})"
 
 
 def read(path):
