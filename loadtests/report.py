@@ -92,6 +92,8 @@ bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
   ("new key checked and noted in an enrollment's key digests (30-day retention)", "key_digests/new_key_aging"),
   ("the same, digests kept for ever (no retention)", "key_digests/new_key_kept_for_ever"),
   ("JSON decode of an earn", "json_earn_decode"), ("JSON encode of the answer", "json_answer_encode"),
+  ("JSON of an earned event, written by serde (the reference)", "event_json/serde"),
+  ("the same bytes, written by hand (what the publisher sends)", "event_json/by_hand"),
   ("batch of 1 000 earns: JSON decode", "batch/json_decode"), ("batch of 1 000 earns: protobuf decode", "batch/protobuf_decode"),
   ("1 000 batch answers: JSON encode", "batch/json_encode"), ("1 000 batch answers: protobuf encode", "batch/protobuf_encode"),
   ("group commit, 1 event (one fsync)", "group_commit/1"), ("group commit, 256 events", "group_commit/256"),

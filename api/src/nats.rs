@@ -21,7 +21,7 @@
 use crate::auth::{self, Caller};
 use crate::batch_protobuf::{self, BatchEncoding};
 use crate::error::ApiError;
-use crate::events::EventJson;
+use crate::events;
 use crate::metrics::Metrics;
 use crate::ops::Ops;
 use crate::wire;
@@ -533,7 +533,7 @@ async fn publish(
                     .encode_lower(&mut uuid::Uuid::encode_buffer())
                     .to_owned();
                 headers.insert(MSG_ID.clone(), msg_id);
-                let payload = Bytes::from(wire::encode(&EventJson::new(*seq, record)));
+                let payload = Bytes::from(events::encode_event(*seq, record));
                 if client
                     .publish_with_headers(subject, headers, payload)
                     .await

@@ -366,7 +366,7 @@ impl Rfc3339 {
     /// year goes through `Display`). The publisher writes two or three of
     /// these per event, and the formatting machinery cost more than the
     /// rest of the timestamp.
-    fn ascii(self) -> Option<[u8; RFC3339_BYTES]> {
+    pub(crate) fn ascii(self) -> Option<[u8; RFC3339_BYTES]> {
         let [year, month, day, hour, minute, second, ms] = self.parts();
         if !(0..=9_999).contains(&year) {
             return None;

@@ -5,6 +5,9 @@
 //! - `snapshot/encode`, `snapshot/decode`: an enrollment's snapshot through
 //!   its checksummed postcard envelope.
 //! - `json/earn_decode`, `json/answer_encode`: the HTTP/NATS body of an earn.
+//! - `event_json/{serde,by_hand}`: the JSON the publisher sends for an
+//!   earned event, written by serde (the reference) and by hand (what the
+//!   publisher uses); the same bytes.
 //! - `batch/{json,protobuf}_{decode,encode}`: a batch of 1 000 earns and
 //!   its 1 000 answers in the batch door's two encodings; throughput in
 //!   earns per second.
@@ -23,6 +26,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use loyalty_actors::commit::RecentRecords;
 use loyalty_actors::{Durability, Engine, EngineConfig, ManualClock};
 use loyalty_api::batch_protobuf::{self, EarnBatchRequest, EarnItem};
+use loyalty_api::events::{self, EventJson};
 use loyalty_api::ops::{BatchItem, BatchResults};
 use loyalty_api::wire::{self, EarnBatchBody, EarnBody, TransactionBody};
 use loyalty_benches::fixture::rules;
@@ -193,6 +197,37 @@ fn domain(c: &mut Criterion) {
             .unwrap()
         })
     });
+
+    // An earned event as a till sends it: an amount, an expiry, a reason
+    // and a reference.
+    let record = LogRecord {
+        aggregate_id: Uuid::now_v7(),
+        version: 52,
+        event_id: EventId(Uuid::now_v7()),
+        business_id: BusinessId(Uuid::now_v7()),
+        recorded_at: now,
+        event: DomainEvent::Enrollment(EnrollmentEvent::PointsEarned {
+            transaction_id: id,
+            points: 120,
+            amount_minor: Some(1_200),
+            available_at: None,
+            expires_at: Some(Timestamp(now.0 + 365 * 86_400_000)),
+            reason: Some("purchase".into()),
+            reference: Some("till-4".into()),
+        }),
+    };
+    assert_eq!(
+        events::encode_event(1_000_042, &record),
+        wire::encode(&EventJson::new(1_000_042, &record))
+    );
+    let mut group = c.benchmark_group("event_json");
+    group.bench_function("serde", |b| {
+        b.iter(|| wire::encode(&EventJson::new(1_000_042, black_box(&record))))
+    });
+    group.bench_function("by_hand", |b| {
+        b.iter(|| events::encode_event(1_000_042, black_box(&record)))
+    });
+    group.finish();
 }
 
 /// The batch door's decoding and encoding, JSON against protobuf, for a
