@@ -533,7 +533,7 @@ async fn publish(
                     .encode_lower(&mut uuid::Uuid::encode_buffer())
                     .to_owned();
                 headers.insert(MSG_ID.clone(), msg_id);
-                let payload = Bytes::from(events::encode_event(*seq, record));
+                let payload = Bytes::from(events::publish_bytes(*seq, record));
                 if client
                     .publish_with_headers(subject, headers, payload)
                     .await

@@ -28,15 +28,16 @@ pub const PAGE_ITEMS_MAX: usize = 500;
 /// Page size when none is asked for.
 pub const PAGE_ITEMS_DEFAULT: usize = 50;
 
-/// Bytes reserved up front for an encoded answer or event: most fit (an
-/// earn's answer is about 250 bytes, an earned event about 450), so the
-/// buffer is not regrown and copied several times on the way.
+/// Bytes reserved up front for an encoded answer: most fit (an earn's
+/// answer is about 250 bytes), so the buffer is not regrown and copied
+/// several times on the way.
 const ENCODE_BYTES_RESERVED: usize = 512;
 
-/// Encodes an answer or event as JSON.
+/// Encodes an answer as JSON. (The publisher writes events with
+/// [`crate::events::publish_bytes`].)
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENCODE_BYTES_RESERVED);
-    serde_json::to_writer(&mut out, value).expect("answers and events serialize");
+    serde_json::to_writer(&mut out, value).expect("answers serialize");
     out
 }
 

@@ -217,7 +217,7 @@ fn domain(c: &mut Criterion) {
         }),
     };
     assert_eq!(
-        events::encode_event(1_000_042, &record),
+        events::publish_bytes(1_000_042, &record),
         wire::encode(&EventJson::new(1_000_042, &record))
     );
     let mut group = c.benchmark_group("event_json");
@@ -225,7 +225,7 @@ fn domain(c: &mut Criterion) {
         b.iter(|| wire::encode(&EventJson::new(1_000_042, black_box(&record))))
     });
     group.bench_function("by_hand", |b| {
-        b.iter(|| events::encode_event(1_000_042, black_box(&record)))
+        b.iter(|| events::publish_bytes(1_000_042, black_box(&record)))
     });
     group.finish();
 }
