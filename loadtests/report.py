@@ -96,6 +96,7 @@ bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
   ("the same bytes, written by hand (what the publisher sends)", "event_json/by_hand"),
   ("batch of 1 000 earns: JSON decode", "batch/json_decode"), ("batch of 1 000 earns: protobuf decode", "batch/protobuf_decode"),
   ("1 000 batch answers: JSON encode", "batch/json_encode"), ("1 000 batch answers: protobuf encode", "batch/protobuf_encode"),
+  ("commit thread filling a write batch made with room for 4 096 earns (no write)", "write_batch/sized"),
   ("group commit, 1 event (one fsync)", "group_commit/1"), ("group commit, 256 events", "group_commit/256"),
   ("group commit, 4096 events", "group_commit/4096"),
   ("publisher: 1 000 events just written, read back from the log", "publisher/read_back"),

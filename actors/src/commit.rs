@@ -481,7 +481,7 @@ fn run(
             answer(&mut jobs, None, Err(stopped()), shards);
             continue;
         }
-        let mut batch = store.batch();
+        let mut batch = store.batch_for(jobs.iter().map(|job| &job.group));
         let mut seq = next_sequence;
         let lasts = store.add_groups(&mut batch, jobs.iter().map(|job| &job.group), &mut seq);
         let started = Instant::now();

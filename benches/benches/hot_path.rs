@@ -13,6 +13,12 @@
 //!   earns per second.
 //! - `group_commit/<events>`: one synced RocksDB write of a batch of that many
 //!   events; throughput in events per second.
+//! - `write_batch/{grown,sized}`: the commit thread filling one write batch
+//!   with 4 096 earns (an event and an idempotency record each), in a
+//!   batch that grows as they go in against one made with room for them
+//!   (what the commit thread does); no write. `grown` depends on the C
+//!   library's malloc: about 4x `sized` when it runs first in a process,
+//!   about the same after the benchmarks before it (notes item 27).
 //! - `publisher/{read_back,from_memory}`: the publisher's way to 1 000
 //!   events just made durable: read back from the log (still in the
 //!   memtable) and decoded, against handed over in memory by the commit
@@ -35,7 +41,10 @@ use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
 use loyalty_engine::idempotency::IdempotencyKey;
 use loyalty_engine::program::ProgramRules;
 use loyalty_engine::*;
-use loyalty_persistence::{CommitGroup, KeyDigests, LogRecord, Store, StoreOptions, StoredAnswer};
+use loyalty_persistence::keys::Cf;
+use loyalty_persistence::{
+    CommitGroup, KeyDigests, LogRecord, Put, Store, StoreOptions, StoredAnswer,
+};
 use prost::Message as _;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -323,6 +332,43 @@ fn group_commit(c: &mut Criterion) {
             .collect(),
         ..CommitGroup::default()
     };
+    // The commit thread's batch under the batch load: 4 096 earns, each
+    // its event and its idempotency record (a key and a value of the
+    // sizes an earn's record has).
+    let earns: Vec<CommitGroup> = (0..4_096u64)
+        .map(|version| CommitGroup {
+            events: vec![Store::encode_event(&record(version + 1)).unwrap()],
+            puts: vec![Put {
+                cf: Cf::Idempotency,
+                key: [
+                    Uuid::now_v7().as_bytes().as_slice(),
+                    b"till-4-receipt-88213-0001",
+                ]
+                .concat(),
+                value: vec![0x5a; 80],
+            }],
+        })
+        .collect();
+    let mut group = c.benchmark_group("write_batch");
+    group.throughput(Throughput::Elements(earns.len() as u64));
+    group.bench_function("grown", |b| {
+        b.iter(|| {
+            let mut batch = store.batch();
+            let mut seq = 1;
+            store.add_groups(&mut batch, &earns, &mut seq);
+            batch
+        })
+    });
+    group.bench_function("sized", |b| {
+        b.iter(|| {
+            let mut batch = store.batch_for(&earns);
+            let mut seq = 1;
+            store.add_groups(&mut batch, &earns, &mut seq);
+            batch
+        })
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("group_commit");
     group
         .measurement_time(Duration::from_secs(5))

@@ -99,11 +99,55 @@ pub struct CommitGroup {
     pub puts: Vec<Put>,
 }
 
+/// The framing of one record in a RocksDB write batch, at most: a tag
+/// byte, then the column family's id, the key's length and the value's
+/// length, each a varint of up to 5 bytes.
+const BATCH_RECORD_FRAMING_MAX_BYTES: usize = 16;
+
+/// A write batch's header: its sequence number and record count.
+const BATCH_HEADER_BYTES: usize = 12;
+
+impl CommitGroup {
+    /// The most bytes this group takes in a write batch: each event's log
+    /// record and aggregate-index entry, each put, all with their framing.
+    pub fn batch_bytes(&self) -> usize {
+        let events: usize = self
+            .events
+            .iter()
+            .map(|event| {
+                let log = 8 + event.value.len();
+                let index = 24 + 8;
+                log + index + 2 * BATCH_RECORD_FRAMING_MAX_BYTES
+            })
+            .sum();
+        let puts: usize = self
+            .puts
+            .iter()
+            .map(|put| put.key.len() + put.value.len() + BATCH_RECORD_FRAMING_MAX_BYTES)
+            .sum();
+        events + puts
+    }
+}
+
 /// Several commit groups gathered into one write and one fsync.
 pub struct Batch {
     inner: WriteBatch,
     /// Events in the batch, for metrics.
     pub events: usize,
+    /// The room made for it up front ([`Store::batch_for`]), 0 if none.
+    reserved_bytes: usize,
+}
+
+impl Batch {
+    /// The batch's size as RocksDB will write it.
+    pub fn bytes(&self) -> usize {
+        self.inner.size_in_bytes()
+    }
+
+    /// The room [`Store::batch_for`] made for it.
+    pub fn reserved_bytes(&self) -> usize {
+        self.reserved_bytes
+    }
 }
 
 /// A RocksDB data directory. Cheap to clone; every clone shares one DB.
@@ -303,6 +347,28 @@ impl Store {
         Batch {
             inner: WriteBatch::default(),
             events: 0,
+            reserved_bytes: 0,
+        }
+    }
+
+    /// An empty batch with room for these groups, for the commit thread.
+    ///
+    /// Why: a batch is one growing buffer, and one of the commit thread's
+    /// thousands of events grew it by doubling, copying what it held each
+    /// time, and (while the C library's malloc still serves blocks that
+    /// large from freshly mapped memory) faulting in new pages each time.
+    /// Both were on the commit thread, which every answer waits for (notes
+    /// item 27).
+    pub fn batch_for<'a>(&self, groups: impl IntoIterator<Item = &'a CommitGroup>) -> Batch {
+        let bytes = BATCH_HEADER_BYTES
+            + groups
+                .into_iter()
+                .map(CommitGroup::batch_bytes)
+                .sum::<usize>();
+        Batch {
+            inner: WriteBatch::with_capacity_bytes(bytes),
+            events: 0,
+            reserved_bytes: bytes,
         }
     }
 

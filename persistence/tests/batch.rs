@@ -1,6 +1,7 @@
 //! `Store::add_groups` (the commit thread's way of filling a batch, with
 //! keys sorted per column family) stores exactly what adding the groups one
-//! by one stores, and a later put of the same key still wins.
+//! by one stores, and a later put of the same key still wins; the room
+//! `Store::batch_for` makes is enough for its groups, and not much more.
 
 use loyalty_engine::catalog::{Business, CatalogEvent};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
@@ -89,4 +90,40 @@ fn sorted_batches_store_the_same_as_group_by_group() {
     };
     assert_eq!(shared(&a), "written by group 7");
     assert_eq!(shared(&b), "written by group 7");
+}
+
+#[test]
+fn a_batch_sized_for_its_groups_has_room_for_them() {
+    let mut mixed = groups();
+    // A put of a large value: its length takes a varint of 3 bytes.
+    mixed[0].puts[0].value = vec![7; 100_000];
+    let events_only: Vec<CommitGroup> = groups()
+        .into_iter()
+        .map(|g| CommitGroup {
+            events: g.events,
+            puts: Vec::new(),
+        })
+        .collect();
+    for groups in [mixed, events_only] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+        let mut next = report.next_sequence;
+        let mut batch = store.batch_for(&groups);
+        store.add_groups(&mut batch, &groups, &mut next);
+        let records: usize = groups
+            .iter()
+            .map(|g| 2 * g.events.len() + g.puts.len())
+            .sum();
+        assert!(
+            batch.bytes() <= batch.reserved_bytes(),
+            "{} bytes in a batch sized {}",
+            batch.bytes(),
+            batch.reserved_bytes()
+        );
+        // Each record's framing is counted at its largest (16 bytes) and
+        // is at least 4 (a tag, an id and two lengths of a byte each).
+        assert!(batch.reserved_bytes() - batch.bytes() <= 12 * records);
+        store.write(batch, true).unwrap();
+        assert_eq!(store.read_log(0, 100).unwrap().len(), groups.len());
+    }
 }
