@@ -353,12 +353,11 @@ impl Store {
 
     /// An empty batch with room for these groups, for the commit thread.
     ///
-    /// Why: a batch is one growing buffer, and one of the commit thread's
-    /// thousands of events grew it by doubling, copying what it held each
-    /// time, and (while the C library's malloc still serves blocks that
-    /// large from freshly mapped memory) faulting in new pages each time.
-    /// Both were on the commit thread, which every answer waits for (notes
-    /// item 27).
+    /// Why: a batch is one buffer. Filled with the commit thread's
+    /// thousands of events, it regrew by doubling, copying what it held
+    /// each time and, while the C library's malloc served blocks that
+    /// large from fresh mappings, faulting in new pages. Both were on the
+    /// commit thread, which every answer waits for (notes item 27).
     pub fn batch_for<'a>(&self, groups: impl IntoIterator<Item = &'a CommitGroup>) -> Batch {
         let bytes = BATCH_HEADER_BYTES
             + groups
