@@ -516,8 +516,12 @@ async fn publish(
                 .events_read_back
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        // A reconnect drops whatever the client had not written yet, so a
-        // chunk counts only if the whole of it went over one connection.
+        // A reconnect drops what the client had buffered for the old
+        // connection (and what the server had not read), while what was
+        // still queued goes out on the new one: so a chunk counts only if
+        // the whole of it went over one connection, and an event lost in an
+        // outage can reach the server after later ones when the chunk is
+        // sent again (at least once; consumers order by `sequence`).
         let connects = client.statistics().connects.load(Ordering::Acquire);
         let mut last = cursor;
         let mut published = 0u64;

@@ -475,8 +475,16 @@ async fn every_operation_answers_over_nats_as_over_http() {
         .any(|e| e["num_requests"].as_u64().unwrap_or(0) > 0));
 }
 
+/// Every durable event reaches a JetStream stream once (repeats dropped by
+/// `Nats-Msg-Id`), across a NATS outage in the middle of publishing.
+///
+/// Not in commit order: the client sends what was still queued for the
+/// dead connection on the new one, while what it had buffered for the old
+/// one is lost, so an event lost in the outage can reach the stream after
+/// later ones when the publisher sends its round again. The contract
+/// promises at least once; consumers order by `sequence`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
+async fn events_reach_jetstream_once_each_across_a_nats_outage() {
     let store_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let start_nats = || {
@@ -579,31 +587,24 @@ async fn events_reach_jetstream_in_commit_order_across_a_nats_outage() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mine: Vec<&(String, Value)> = received
+    let mut mine: Vec<&(String, Value)> = received
         .iter()
         .filter(|(_, e)| e["businessId"] == t.business_id.as_str())
         .collect();
+    mine.sort_by_key(|(_, e)| e["sequence"].as_u64().unwrap());
     assert_eq!(
         mine.len(),
         expected.len(),
         "every durable event arrived once (duplicates dropped by Nats-Msg-Id)"
     );
     for ((msg_id, event), want) in mine.iter().zip(&expected) {
-        assert_eq!(
-            event, want,
-            "events arrive in commit order, as the feed has them"
-        );
+        assert_eq!(event, want, "by sequence, the events are the feed's");
         assert_eq!(
             msg_id,
             event["eventId"].as_str().unwrap(),
             "Nats-Msg-Id is the eventId"
         );
     }
-    let sequences: Vec<u64> = mine
-        .iter()
-        .map(|(_, e)| e["sequence"].as_u64().unwrap())
-        .collect();
-    assert!(sequences.windows(2).all(|w| w[0] < w[1]));
     let _ = nats.kill();
     let _ = nats.wait();
 }
