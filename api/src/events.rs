@@ -95,44 +95,37 @@ pub fn publish_bytes(sequence: u64, record: &LogRecord) -> Vec<u8> {
     out
 }
 
-/// A quoted, lower-case, hyphenated id: nothing in it needs escaping.
-fn put_uuid(out: &mut Vec<u8>, id: Uuid) {
+/// Text in quotes, for text known to need no escaping.
+fn put_quoted(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
-    out.extend_from_slice(
+    out.extend_from_slice(text);
+    out.push(b'"');
+}
+
+/// A lower-case, hyphenated id: nothing in it needs escaping.
+fn put_uuid(out: &mut Vec<u8>, id: Uuid) {
+    put_quoted(
+        out,
         id.hyphenated()
             .encode_lower(&mut Uuid::encode_buffer())
             .as_bytes(),
     );
-    out.push(b'"');
 }
 
-/// A quoted string known to need no escaping (an event type).
+/// A string known to need no escaping (an event type).
 fn put_plain(out: &mut Vec<u8>, text: &'static str) {
     debug_assert!(
         text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'),
         "{text:?} needs escaping"
     );
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
+    put_quoted(out, text.as_bytes());
 }
 
 fn put_time(out: &mut Vec<u8>, at: Rfc3339) {
     match at.ascii() {
-        Some(text) => {
-            out.push(b'"');
-            out.extend_from_slice(&text);
-            out.push(b'"');
-        }
+        Some(text) => put_quoted(out, &text),
         // Years outside 0 to 9999: written as serde would.
         None => put_serde(out, &at),
-    }
-}
-
-fn put_opt_time(out: &mut Vec<u8>, at: Option<Rfc3339>) {
-    match at {
-        Some(at) => put_time(out, at),
-        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -141,17 +134,11 @@ fn put_int(out: &mut Vec<u8>, value: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-fn put_opt_i64(out: &mut Vec<u8>, value: Option<i64>) {
+/// A value written by `put`, or `null` when absent (as serde writes a
+/// `None`).
+fn put_or_null<T>(out: &mut Vec<u8>, value: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
     match value {
-        Some(value) => put_int(out, value),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// Caller's text, escaped by serde_json; `null` when absent.
-fn put_opt_text(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => put_serde(out, text),
+        Some(value) => put(out, value),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -273,15 +260,16 @@ impl<'a> Data<'a> {
                 out.extend_from_slice(b",\"points\":");
                 put_int(out, *points);
                 out.extend_from_slice(b",\"amount\":");
-                put_opt_i64(out, *amount);
+                put_or_null(out, *amount, put_int);
                 out.extend_from_slice(b",\"pendingUntil\":");
-                put_opt_time(out, *pending_until);
+                put_or_null(out, *pending_until, put_time);
                 out.extend_from_slice(b",\"expiresAt\":");
-                put_opt_time(out, *expires_at);
+                put_or_null(out, *expires_at, put_time);
                 out.extend_from_slice(b",\"reason\":");
-                put_opt_text(out, *reason);
+                // Caller's text: escaped by serde_json.
+                put_or_null(out, *reason, put_serde);
                 out.extend_from_slice(b",\"reference\":");
-                put_opt_text(out, *reference);
+                put_or_null(out, *reference, put_serde);
                 out.push(b'}');
             }
             other => put_serde(out, other),

@@ -41,7 +41,7 @@ use loyalty_engine::enrollment::{decide, Enrollment, EnrollmentEvent, Request};
 use loyalty_engine::idempotency::IdempotencyKey;
 use loyalty_engine::program::ProgramRules;
 use loyalty_engine::*;
-use loyalty_persistence::keys::Cf;
+use loyalty_persistence::keys::{self, Cf};
 use loyalty_persistence::{
     CommitGroup, KeyDigests, LogRecord, Put, Store, StoreOptions, StoredAnswer,
 };
@@ -340,11 +340,7 @@ fn group_commit(c: &mut Criterion) {
             events: vec![Store::encode_event(&record(version + 1)).unwrap()],
             puts: vec![Put {
                 cf: Cf::Idempotency,
-                key: [
-                    Uuid::now_v7().as_bytes().as_slice(),
-                    b"till-4-receipt-88213-0001",
-                ]
-                .concat(),
+                key: keys::idempotency(Uuid::now_v7().as_bytes(), "till-4-receipt-88213-0001"),
                 value: vec![0x5a; 80],
             }],
         })

@@ -43,7 +43,13 @@ impl Cf {
     }
 }
 
-pub fn sequence(seq: u64) -> [u8; 8] {
+/// Length of a `log` key (and of an `aggregate` value): a sequence.
+pub const SEQUENCE_BYTES: usize = 8;
+
+/// Length of an `aggregate` key: an aggregate id and a version.
+pub const AGGREGATE_VERSION_BYTES: usize = 16 + 8;
+
+pub fn sequence(seq: u64) -> [u8; SEQUENCE_BYTES] {
     seq.to_be_bytes()
 }
 
@@ -51,8 +57,8 @@ pub fn parse_sequence(key: &[u8]) -> Option<u64> {
     key.try_into().ok().map(u64::from_be_bytes)
 }
 
-pub fn aggregate_version(aggregate: &[u8; 16], version: u64) -> [u8; 24] {
-    let mut key = [0u8; 24];
+pub fn aggregate_version(aggregate: &[u8; 16], version: u64) -> [u8; AGGREGATE_VERSION_BYTES] {
+    let mut key = [0u8; AGGREGATE_VERSION_BYTES];
     key[..16].copy_from_slice(aggregate);
     key[16..].copy_from_slice(&version.to_be_bytes());
     key

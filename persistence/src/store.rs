@@ -115,8 +115,8 @@ impl CommitGroup {
             .events
             .iter()
             .map(|event| {
-                let log = 8 + event.value.len();
-                let index = 24 + 8;
+                let log = keys::SEQUENCE_BYTES + event.value.len();
+                let index = keys::AGGREGATE_VERSION_BYTES + keys::SEQUENCE_BYTES;
                 log + index + 2 * BATCH_RECORD_FRAMING_MAX_BYTES
             })
             .sum();
