@@ -82,6 +82,21 @@ struct Job {
 pub(crate) struct DurableVersions {
     pub result: Result<(), EngineError>,
     pub versions: Vec<(EnrollmentId, u64)>,
+    /// The shard's groups of the batch, written (or failed) and done
+    /// with, for the shard to drop after telling its actors. The actors
+    /// allocated their buffers, and the allocator frees a block on the
+    /// thread that allocated it without the atomic hand-back that a free
+    /// from another thread takes. Dropped on the commit thread, they were
+    /// 7.7 % of its samples under the batch load, between the fsync and
+    /// the batch's answers (notes item 28).
+    pub spent: Vec<SpentGroup>,
+}
+
+/// A group and its records (those the publisher's cache did not take),
+/// on their way back to the shard that made them, to be dropped there.
+pub(crate) struct SpentGroup {
+    _group: CommitGroup,
+    _records: Vec<LogRecord>,
 }
 
 /// The newest durable log records, kept in memory for the event publisher
@@ -560,10 +575,24 @@ fn answer(
     shards: &ShardAddrs,
 ) {
     let addrs = shards.get().map_or(&[][..], Vec::as_slice);
-    let mut per_shard: Vec<Vec<(EnrollmentId, u64)>> = vec![Vec::new(); addrs.len()];
+    let mut per_shard: Vec<DurableVersions> = addrs
+        .iter()
+        .map(|_| DurableVersions {
+            result: result.clone(),
+            versions: Vec::new(),
+            spent: Vec::new(),
+        })
+        .collect();
     let mut answers = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.drain(..).enumerate() {
-        match job.reply {
+        let Job {
+            group,
+            records,
+            reply,
+        } = job;
+        match reply {
+            // A catalog write's group is dropped here: it has no shard to
+            // go back to, and such writes are rare.
             Reply::Once(reply) => {
                 let outcome = match (&result, lasts) {
                     (Ok(()), Some(lasts)) => Ok(lasts[i]),
@@ -579,19 +608,21 @@ fn answer(
                 version,
                 answer,
             } => {
-                per_shard[shard].push((enrollment_id, version));
+                let told = &mut per_shard[shard];
+                told.versions.push((enrollment_id, version));
+                told.spent.push(SpentGroup {
+                    _group: group,
+                    _records: records,
+                });
                 answers.extend(answer);
             }
         }
     }
-    for (addr, versions) in addrs.iter().zip(per_shard) {
-        if !versions.is_empty() {
+    for (addr, told) in addrs.iter().zip(per_shard) {
+        if !told.versions.is_empty() {
             // Not bounded by the mailbox on purpose: an actor must always
             // learn the fate of what it queued.
-            addr.do_send(DurableVersions {
-                result: result.clone(),
-                versions,
-            });
+            addr.do_send(told);
         }
     }
     for (answer, reply) in answers {

@@ -305,12 +305,19 @@ impl Handler<PassivateMore> for Shard {
 impl Handler<DurableVersions> for Shard {
     type Result = ();
     fn handle(&mut self, msg: DurableVersions, _ctx: &mut Self::Context) {
-        for (id, version) in msg.versions {
+        let DurableVersions {
+            result,
+            versions,
+            spent,
+        } = msg;
+        for (id, version) in versions {
             // An actor is dropped only with nothing in flight, so it is here.
             if let Some(actor) = self.actors.get_mut(&id) {
-                actor.on_durable(version, msg.result.clone());
+                actor.on_durable(version, result.clone());
             }
         }
+        // On this thread, where the groups' buffers were allocated.
+        drop(spent);
     }
 }
 
