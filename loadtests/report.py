@@ -1,10 +1,16 @@
 """Renders docs/PERFORMANCE.md from the raw figures `loadtests/run-all`
 collects (JSON files in a summary directory) and criterion's estimates.
 
-    python3 loadtests/report.py SUMMARY_DIR CRITERION_DIR
+    python3 loadtests/report.py SUMMARY_DIR [CRITERION_DIR]
+
+The first rendering of a run copies the hot-path medians out of
+CRITERION_DIR into SUMMARY_DIR/criterion.json; later renderings read them
+from there, so the page keeps the run's own figures after criterion's
+directory has been overwritten by other benchmark runs.
 """
 import json, os, statistics, subprocess, sys, datetime
-summary, criterion = sys.argv[1], sys.argv[2]
+summary = sys.argv[1]
+criterion = sys.argv[2] if len(sys.argv) > 2 else None
 load = lambda name: json.load(open(os.path.join(summary, name)))
 http, nats, batch, mem, rec = (load(n) for n in ("http.json", "nats.json", "batch.json", "memory.json", "recovery.json"))
 peers = [json.loads(l) for l in open(os.path.join(summary, "peers.jsonl")) if l.strip()]
@@ -19,15 +25,26 @@ def ok(flag):
     if flag is None: return "**not measured** (see the memory section)"
     return "met" if flag else "**not met**"
 
-def crit(path):
-    # Only this run's benchmarks: criterion keeps older estimates around.
-    if not os.path.exists(os.path.join(summary, "criterion.txt")):
-        return None
-    try:
-        e = json.load(open(os.path.join(criterion, path, "new", "estimates.json")))
-        return e["median"]["point_estimate"]
-    except OSError:
-        return None
+# The run's hot-path medians in ns, by criterion's folder name. Only this
+# run's benchmarks: criterion keeps older estimates around, so they are
+# read from its directory only if this run made them (criterion.txt), and
+# only once (criterion.json).
+saved_crit = os.path.join(summary, "criterion.json")
+def crit_medians(paths):
+    if os.path.exists(saved_crit):
+        return json.load(open(saved_crit))
+    if criterion is None or not os.path.exists(os.path.join(summary, "criterion.txt")):
+        return {}
+    medians = {}
+    for path in paths:
+        try:
+            e = json.load(open(os.path.join(criterion, path, "new", "estimates.json")))
+        except OSError:
+            continue
+        medians[path] = e["median"]["point_estimate"]
+    with open(saved_crit, "w") as f:
+        json.dump(medians, f, indent=1, sort_keys=True)
+    return medians
 
 def fmt_ns(ns):
     if ns is None: return "not run"
@@ -84,7 +101,7 @@ rows = [
   ("memory per passivated enrollment", f"heap {mem['heap_bytes_per_passivated']:.1f} B; settled RSS {rss_passive:.0f} B less RocksDB's memory ({mem['settled_rss_bytes_per_passivated']:.0f} B with it)", "≈ 0 (≤ 64 B of heap and of RSS)", ok(passive_ok)),
   (f"recovery of {rec['events']:,} events ({rec['data_bytes']/2**30:.2f} GiB)", f"{rec['ready_s']:.2f} s to ready", "≤ 10 s", ok(rec['ready_s'] <= 10)),
 ]
-bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
+bench_names = [
   # Criterion names the folder of a lone bench_function after its id with
   # "/" made "_"; a group's benchmarks get a folder per group.
   ("decide one earn (no I/O)", "decide_earn"), ("snapshot encode", "snapshot_encode"), ("snapshot decode", "snapshot_decode"),
@@ -102,7 +119,9 @@ bench_rows = [(name, fmt_ns(crit(path))) for name, path in [
   ("publisher: 1 000 events just written, read back from the log", "publisher/read_back"),
   ("publisher: the same 1 000, handed over in memory", "publisher/from_memory"),
   ("baseline: empty actix round trip", "actor/baseline_noop"),
-  ("earn round trip, no fsync", "actor/round_trip_unsafe_no_fsync"), ("earn round trip, fsync", "actor/round_trip_fsync")]]
+  ("earn round trip, no fsync", "actor/round_trip_unsafe_no_fsync"), ("earn round trip, fsync", "actor/round_trip_fsync")]
+medians = crit_medians([path for _, path in bench_names])
+bench_rows = [(name, fmt_ns(medians.get(path))) for name, path in bench_names]
 
 release_note = ("" if "thorough_release_max_us" not in mem else
   f" A shard gives the freed pages back to the system after passivating: thoroughly\n"
