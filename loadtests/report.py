@@ -46,6 +46,10 @@ def crit_medians(paths):
         json.dump(medians, f, indent=1, sort_keys=True)
     return medians
 
+def fmt_us(us):
+    # A pause in ms, or in µs when under one (a 20 µs call is not "0.0 ms").
+    return f"{us/1000:.1f} ms" if us >= 1000 else f"{us:.0f} µs"
+
 def fmt_ns(ns):
     if ns is None: return "not run"
     return f"{ns/1e6:.2f} ms" if ns >= 1e6 else f"{ns/1e3:.2f} µs" if ns >= 1e3 else f"{ns:.0f} ns"
@@ -126,23 +130,31 @@ bench_rows = [(name, fmt_ns(medians.get(path))) for name, path in bench_names]
 release_note = ("" if "thorough_release_max_us" not in mem else
   f" A shard gives the freed pages back to the system after passivating: thoroughly\n"
   f"  (a forced allocator collect) once it has served no command for a tick, whose\n"
-  f"  longest call took {mem['thorough_release_max_us']/1000:.1f} ms of a shard thread; cheaply while it serves\n"
-  f"  (longest {mem['cheap_release_max_us']/1000:.1f} ms).")
+  f"  longest call took {fmt_us(mem['thorough_release_max_us'])} of a shard thread; cheaply while it serves\n"
+  f"  (longest {fmt_us(mem['cheap_release_max_us'])}).")
 if "passivation_ping_max_us" in mem:
   release_note += (
     f" While the actors passivated, {mem['passivation_pingers']} pingers (as many on each shard) each asked\n"
     f"  about once a millisecond; their {mem['passivation_pings']:,} queries from the moment the first\n"
     f"  actors could be idle waited at most\n"
-    f"  {mem['passivation_ping_max_us']/1000:.1f} ms for their answer (p99 {mem['passivation_ping_p99_us']/1000:.2f} ms): how long the\n"
+    f"  {fmt_us(mem['passivation_ping_max_us'])} for their answer (p99 {mem['passivation_ping_p99_us']/1000:.2f} ms): how long the\n"
     f"  passivation wave held up a command.")
 
-# The day of the run, not of this rendering: the page is rendered again
-# when only the notes change.
-run_day = datetime.date.fromtimestamp(os.path.getmtime(os.path.join(summary, "nats.json")))
+# The day of the run and the commit it measured, not this rendering's:
+# the page is rendered again when only the notes change. run.json is
+# written by run-all as it starts; a run from before it has none, and
+# then the NATS figures' file time stands for the day.
+run_info = {}
+if os.path.exists(os.path.join(summary, "run.json")):
+    run_info = load("run.json")
+run_day = run_info.get("day") or datetime.date.fromtimestamp(os.path.getmtime(os.path.join(summary, "nats.json")))
+measured = ""
+if run_info.get("commit"):
+    measured = f" from commit `{run_info['commit']}`" + (" with uncommitted changes" if run_info.get("dirty") else "")
 
 out = f"""# Performance
 
-Written by `loadtests/run-all` on {run_day} — do not edit by hand;
+Written by `loadtests/run-all` on {run_day}{measured} — do not edit by hand;
 the analysis at the end comes from `loadtests/PERFORMANCE-notes.md`.
 
 **Conditions.** One machine: {cores} cores, {mem_gib:.0f} GiB, one virtual disk.
