@@ -3,10 +3,14 @@ collects (JSON files in a summary directory) and criterion's estimates.
 
     python3 loadtests/report.py SUMMARY_DIR [CRITERION_DIR]
 
-The first rendering of a run copies the hot-path medians out of
-CRITERION_DIR into SUMMARY_DIR/criterion.json; later renderings read them
-from there, so the page keeps the run's own figures after criterion's
-directory has been overwritten by other benchmark runs.
+The first rendering of a run that made the benchmarks (criterion.txt in
+SUMMARY_DIR) copies their medians out of CRITERION_DIR into
+SUMMARY_DIR/criterion.json; later renderings read them from there and
+need no CRITERION_DIR (one given is then ignored), so the page keeps the
+run's own figures after criterion's directory has been overwritten by
+other benchmark runs. `run-all` renders once itself; a run that stopped
+before that is rendered by hand with CRITERION_DIR
+($CARGO_TARGET_DIR/criterion).
 """
 import json, os, statistics, subprocess, sys, datetime
 summary = sys.argv[1]
@@ -33,22 +37,32 @@ saved_crit = os.path.join(summary, "criterion.json")
 def crit_medians(paths):
     if os.path.exists(saved_crit):
         return json.load(open(saved_crit))
-    if criterion is None or not os.path.exists(os.path.join(summary, "criterion.txt")):
+    if not os.path.exists(os.path.join(summary, "criterion.txt")):
         return {}
-    medians = {}
+    if criterion is None:
+        print("report.py: this run made the benchmarks but their medians were never"
+              " saved; give CRITERION_DIR to read them", file=sys.stderr)
+        return {}
+    medians, missing = {}, []
     for path in paths:
         try:
             e = json.load(open(os.path.join(criterion, path, "new", "estimates.json")))
         except OSError:
+            missing.append(path)
             continue
         medians[path] = e["median"]["point_estimate"]
-    with open(saved_crit, "w") as f:
-        json.dump(medians, f, indent=1, sort_keys=True)
+    if missing:
+        print(f"report.py: no estimates in {criterion} for: {', '.join(missing)}", file=sys.stderr)
+    # Saved only if something was found: a wrong CRITERION_DIR must not
+    # leave an empty file that every later rendering would trust.
+    if medians:
+        with open(saved_crit, "w") as f:
+            json.dump(medians, f, indent=1, sort_keys=True)
     return medians
 
-def fmt_us(us):
+def fmt_us(us, ms_digits=1):
     # A pause in ms, or in µs when under one (a 20 µs call is not "0.0 ms").
-    return f"{us/1000:.1f} ms" if us >= 1000 else f"{us:.0f} µs"
+    return f"{us/1000:.{ms_digits}f} ms" if us >= 1000 else f"{us:.0f} µs"
 
 def fmt_ns(ns):
     if ns is None: return "not run"
@@ -137,17 +151,19 @@ if "passivation_ping_max_us" in mem:
     f" While the actors passivated, {mem['passivation_pingers']} pingers (as many on each shard) each asked\n"
     f"  about once a millisecond; their {mem['passivation_pings']:,} queries from the moment the first\n"
     f"  actors could be idle waited at most\n"
-    f"  {fmt_us(mem['passivation_ping_max_us'])} for their answer (p99 {mem['passivation_ping_p99_us']/1000:.2f} ms): how long the\n"
+    f"  {fmt_us(mem['passivation_ping_max_us'])} for their answer (p99 {fmt_us(mem['passivation_ping_p99_us'], 2)}): how long the\n"
     f"  passivation wave held up a command.")
 
 # The day of the run and the commit it measured, not this rendering's:
 # the page is rendered again when only the notes change. run.json is
-# written by run-all as it starts; a run from before it has none, and
-# then the NATS figures' file time stands for the day.
+# written by run-all once its figures are all in (day in UTC, from the
+# run's start); a run from before it has none, and then the NATS figures'
+# file time stands for the day.
 run_info = {}
 if os.path.exists(os.path.join(summary, "run.json")):
     run_info = load("run.json")
-run_day = run_info.get("day") or datetime.date.fromtimestamp(os.path.getmtime(os.path.join(summary, "nats.json")))
+run_day = run_info.get("day") or datetime.datetime.fromtimestamp(
+    os.path.getmtime(os.path.join(summary, "nats.json")), datetime.timezone.utc).date()
 measured = ""
 if run_info.get("commit"):
     measured = f" from commit `{run_info['commit']}`" + (" with uncommitted changes" if run_info.get("dirty") else "")
