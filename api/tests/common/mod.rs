@@ -4,20 +4,33 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 
+/// A loopback port nothing listens on, and that no other caller in this
+/// test process has been given. The tests of one binary run at once, and
+/// one of them stops its nats-server and starts it again on the same port
+/// (an outage): without the record, another test could be given that port
+/// while it is down, and then talk to the wrong server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {

@@ -5,35 +5,90 @@
 //! `Content-Type: application/protobuf` is decoded and answered in
 //! protobuf, through the engine's own functions.
 //!
-//! Usage: `null_nats nats://127.0.0.1:4222 [prefix]` (prefix default `null.v1`)
+//! With `--durable-dir DIR` it is the *durable* do-nothing responder: each
+//! single earn's request and answer are appended to a log in DIR and
+//! fsync'd in group commits ([`loyalty_benches::durable`]) before the
+//! answer goes out, and with `--events` each durable earn also publishes
+//! one event of the contract's size on a connection of its own, as the
+//! engine's publisher does. That is the ceiling of any engine that answers
+//! after an fsync and publishes its events, on this machine and disk.
+//!
+//! Usage: `null_nats [nats://127.0.0.1:4222] [prefix] [--durable-dir DIR [--events]]`
+//! (prefix default `null.v1`)
 
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use clap::Parser;
 use futures_util::StreamExt;
 use loyalty_api::batch_protobuf::BatchEncoding;
 use loyalty_api::ops::{BatchItem, BatchResults};
 use loyalty_api::wire::{self, EarnBatchBody, EarnBody, TransactionBody};
+use loyalty_benches::durable::GroupLog;
+use std::path::PathBuf;
 
 /// The same allocator as the `loyalty` binary, so the comparison is of
 /// the work done, not of allocators.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[derive(Parser)]
+#[command(about = "The do-nothing NATS responder (the NATS door's ceiling), durable or not")]
+struct Args {
+    /// The NATS server.
+    #[arg(default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// Subjects served: `<prefix>.earn` and `<prefix>.earn.batch`.
+    #[arg(default_value = "null.v1")]
+    prefix: String,
+    /// Answer each single earn only once its request and answer are
+    /// fsync'd in a log in this directory (group commit).
+    #[arg(long)]
+    durable_dir: Option<PathBuf>,
+    /// With `--durable-dir`: publish one event per durable earn to
+    /// `<prefix>.events.earned`, with a `Nats-Msg-Id` header, on a
+    /// connection of its own.
+    #[arg(long, requires = "durable_dir")]
+    events: bool,
+}
+
+/// What the durable writer hands back: the reply to send once the earn is
+/// durable.
+struct Reply {
+    subject: Subject,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), async_nats::Error> {
-    let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let prefix = args.next().unwrap_or_else(|| "null.v1".into());
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await?;
+    let args = Args::parse();
+    let connect = || {
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(args.url.clone())
+    };
+    let client = connect().await?;
+    let prefix = &args.prefix;
     let single = client
         .queue_subscribe(format!("{prefix}.earn"), "null".into())
         .await?;
     let batch = client
         .queue_subscribe(format!("{prefix}.earn.batch"), "null".into())
         .await?;
+    let durable = match &args.durable_dir {
+        Some(dir) => {
+            let events = if args.events {
+                Some((
+                    connect().await?,
+                    Subject::from(format!("{prefix}.events.earned")),
+                ))
+            } else {
+                None
+            };
+            Some(start_durable(dir, client.clone(), events)?)
+        }
+        None => None,
+    };
     let mut requests = futures_util::stream::select(single, batch);
     let batch_subject = format!("{prefix}.earn.batch");
     // A single earn is answered in this loop, with no task of its own: it
@@ -46,20 +101,73 @@ async fn main() -> Result<(), async_nats::Error> {
     while let Some(message) = requests.next().await {
         if message.subject.as_str() == batch_subject {
             let client = client.clone();
-            tokio::spawn(async move { respond(&client, message, true).await });
+            tokio::spawn(async move { respond(&client, message, true, None).await });
         } else {
-            respond(&client, message, false).await;
+            respond(&client, message, false, durable.as_ref()).await;
         }
     }
     Ok(())
 }
 
+/// Starts the durable writer. Its callback runs on the writer's thread and
+/// hands each durable batch to one task that sends the replies (and the
+/// events), so the replies of a batch go out together, as the engine's do.
+fn start_durable(
+    dir: &std::path::Path,
+    client: async_nats::Client,
+    events: Option<(async_nats::Client, Subject)>,
+) -> std::io::Result<GroupLog<Reply>> {
+    // Unbounded, but it holds at most what the log took (its own queue is
+    // bounded) and is drained as fast as the batches come.
+    let (durable_tx, mut durable_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Reply>>();
+    tokio::spawn(async move {
+        let event_body = Bytes::from_static(EVENT.as_bytes());
+        let mut event_number = 0u64;
+        while let Some(replies) = durable_rx.recv().await {
+            for reply in replies {
+                let _ = client
+                    .publish_with_headers(reply.subject, reply.headers, reply.body)
+                    .await;
+                if let Some((events, subject)) = &events {
+                    event_number += 1;
+                    let mut headers = HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", format!("null-{event_number}").as_str());
+                    let _ = events
+                        .publish_with_headers(subject.clone(), headers, event_body.clone())
+                        .await;
+                }
+            }
+        }
+    });
+    GroupLog::start(dir, move |replies| {
+        let _ = durable_tx.send(replies);
+    })
+}
+
+/// An earned event of the contract's shape and typical size (what the
+/// engine publishes for an earn), sent as fixed bytes: the broker and the
+/// client do the same work for it as for the engine's.
+const EVENT: &str = concat!(
+    r#"{"eventId":"0190d6a1-2b3c-7d4e-8f90-000000000002","eventType":"loyalty.points.earned","#,
+    r#""version":8,"timestamp":"2026-12-06T21:00:00.000000Z","#,
+    r#""aggregateId":"0190d6a1-2b3c-7d4e-8f90-000000000005","#,
+    r#""businessId":"0190d6a1-2b3c-7d4e-8f90-000000000006","sequence":123456,"#,
+    r#""data":{"transactionId":"0190d6a1-2b3c-7d4e-8f90-000000000001","points":10,"#,
+    r#""balance":1000,"expiresAt":"2027-12-06T21:00:00.000000Z"}}"#
+);
+
 /// Decodes one request strictly and publishes its fixed answer, decoding
 /// and encoding with the engine's own typed functions in either encoding
 /// (so the ceiling is of the same door work, not of a slower JSON path).
 /// A refused request is answered as the engine answers it: the JSON error
-/// body with the service error headers.
-async fn respond(client: &async_nats::Client, message: async_nats::Message, is_batch: bool) {
+/// body with the service error headers. With `durable`, a single earn's
+/// answer waits for its request and answer to be fsync'd.
+async fn respond(
+    client: &async_nats::Client,
+    message: async_nats::Message,
+    is_batch: bool,
+    durable: Option<&GroupLog<Reply>>,
+) {
     let Some(reply) = message.reply else { return };
     let content_type = message
         .headers
@@ -83,9 +191,26 @@ async fn respond(client: &async_nats::Client, message: async_nats::Message, is_b
         headers.insert("Nats-Service-Error", err.code);
         err.body()
     });
-    let _ = client
-        .publish_with_headers(reply, headers, body.into())
-        .await;
+    match durable {
+        Some(log) if headers.get("Nats-Service-Error").is_none() => {
+            let mut record = Vec::with_capacity(message.payload.len() + body.len());
+            record.extend_from_slice(&message.payload);
+            record.extend_from_slice(&body);
+            let reply = Reply {
+                subject: reply,
+                headers,
+                body: body.into(),
+            };
+            if let Err(err) = log.submit(record, reply) {
+                eprintln!("null_nats: a durable earn was refused: {err:?}");
+            }
+        }
+        _ => {
+            let _ = client
+                .publish_with_headers(reply, headers, body.into())
+                .await;
+        }
+    }
 }
 
 fn answers(batch: &EarnBatchBody) -> BatchResults {
