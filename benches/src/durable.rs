@@ -3,7 +3,7 @@
 //!
 //! `null_http --durable-dir` and `null_nats --durable-dir` hand each
 //! request they would answer to a [`GroupLog`]: one writer thread takes
-//! everything queued, appends it to a plain file in one write, calls
+//! everything queued, writes it to its log in one write, calls
 //! `fdatasync` once, and only then releases the answers, as the engine's
 //! commit thread does for its groups (group commit, `docs/ARCHITECTURE.md`).
 //! No RocksDB, no actors, no state, no idempotency: whatever those cost the
@@ -13,13 +13,20 @@
 //! responder: the gap between the two responders is what the fsync alone
 //! costs, whatever the engine does.
 //!
-//! The file grows as the engine's write-ahead log does (appends, so each
-//! `fdatasync` also commits the file's new size) and starts again past
-//! [`LOG_BYTES_MAX`], so a long run does not fill the disk.
+//! The log is the cheapest durable write this machine offers, so that the
+//! ceiling is a generous one: a file of [`LOG_BYTES_MAX`] written full of
+//! zeros (and synced) at the start, then overwritten in place as a ring.
+//! Overwriting blocks the file already has leaves its size and its block
+//! map alone, so each `fdatasync` flushes the data and no file-system
+//! metadata; an append (what RocksDB's write-ahead log, and so the engine,
+//! does) also commits the file's new size through the journal. An A/B of
+//! the two is in `loadtests/PERFORMANCE-notes.md`. A real log could not
+//! wrap without a checkpoint; a responder that keeps no state needs none.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::mpsc;
 
 /// Requests waiting for the writer at most; past it [`GroupLog::submit`]
@@ -28,9 +35,8 @@ pub const QUEUE_MAX: usize = 65_536;
 /// Requests made durable by one write and `fdatasync` at most: the
 /// engine's own bound on a commit batch.
 pub const BATCH_MAX: usize = 4_096;
-/// Size of one log file past which the writer starts a new one (and
-/// removes the old): the engine's memtable size, after which its own log
-/// moves to a new file too.
+/// Size of the ring the log overwrites (the engine's memtable size, after
+/// which its own log moves to a new file).
 pub const LOG_BYTES_MAX: u64 = 64 << 20;
 
 /// Why a request was not taken.
@@ -66,7 +72,7 @@ impl<T: Send + 'static> GroupLog<T> {
         mut durable: impl FnMut(Vec<T>) + Send + 'static,
     ) -> std::io::Result<GroupLog<T>> {
         std::fs::create_dir_all(dir)?;
-        let mut file = LogFile::create(dir.to_path_buf())?;
+        let mut file = LogFile::create(dir)?;
         let (queue, requests) = mpsc::sync_channel::<(Vec<u8>, T)>(QUEUE_MAX);
         std::thread::Builder::new()
             .name("null-commit".into())
@@ -120,46 +126,43 @@ fn frame(buffer: &mut Vec<u8>, bytes: &[u8]) {
     buffer.extend_from_slice(bytes);
 }
 
-/// The file being appended to, and how much it holds.
+/// The ring file, and where the next write goes.
 struct LogFile {
-    dir: PathBuf,
-    number: u64,
     file: File,
-    bytes: u64,
+    at: u64,
 }
 
 impl LogFile {
-    fn create(dir: PathBuf) -> std::io::Result<LogFile> {
-        let file = Self::open(&dir, 0)?;
-        Ok(LogFile {
-            dir,
-            number: 0,
-            file,
-            bytes: 0,
-        })
-    }
-
-    fn open(dir: &Path, number: u64) -> std::io::Result<File> {
-        OpenOptions::new()
+    /// Writes the whole ring full of zeros and syncs it, so that every
+    /// later write overwrites blocks the file already has.
+    fn create(dir: &Path) -> std::io::Result<LogFile> {
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
-            .open(dir.join(format!("{number:06}.log")))
+            .open(dir.join("ring.log"))?;
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..LOG_BYTES_MAX / zeros.len() as u64 {
+            file.write_all(&zeros)?;
+        }
+        file.sync_all()?;
+        Ok(LogFile { file, at: 0 })
     }
 
-    /// Appends `bytes` in one write and syncs the file's data (and its
-    /// new size) before returning.
+    /// Writes `bytes` in one write at the ring's next place (from the
+    /// start again when they would pass its end) and syncs the data
+    /// before returning.
     fn append_durably(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.bytes >= LOG_BYTES_MAX {
-            let next = Self::open(&self.dir, self.number + 1)?;
-            std::fs::remove_file(self.dir.join(format!("{:06}.log", self.number)))?;
-            self.number += 1;
-            self.file = next;
-            self.bytes = 0;
+        let len = bytes.len() as u64;
+        if len > LOG_BYTES_MAX {
+            return Err(std::io::Error::other("a group larger than the ring"));
         }
-        self.file.write_all(bytes)?;
+        if self.at + len > LOG_BYTES_MAX {
+            self.at = 0;
+        }
+        self.file.write_all_at(bytes, self.at)?;
         self.file.sync_data()?;
-        self.bytes += bytes.len() as u64;
+        self.at += len;
         Ok(())
     }
 }
@@ -187,10 +190,12 @@ mod tests {
             .collect();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
         // Every answered request is in the file, framed, in order.
-        let bytes = std::fs::read(dir.path().join("000000.log")).unwrap();
+        let bytes = std::fs::read(dir.path().join("ring.log")).unwrap();
+        assert_eq!(bytes.len() as u64, LOG_BYTES_MAX, "the ring keeps its size");
         let mut records = Vec::new();
         let mut at = 0;
-        while at < bytes.len() {
+        // Records up to the first zero length: the rest is the ring's zeros.
+        while bytes[at..at + 4] != [0, 0, 0, 0] {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             records.push(String::from_utf8(bytes[at + 4..at + 4 + len].to_vec()).unwrap());
             at += 4 + len;

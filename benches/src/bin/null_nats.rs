@@ -6,10 +6,11 @@
 //! protobuf, through the engine's own functions.
 //!
 //! With `--durable-dir DIR` it is the *durable* do-nothing responder: each
-//! single earn's request and answer are appended to a log in DIR and
-//! fsync'd in group commits ([`loyalty_benches::durable`]) before the
-//! answer goes out, and with `--events` each durable earn also publishes
-//! one event of the contract's size on a connection of its own, as the
+//! request's body and answer (a single earn's, or a whole batch's) are
+//! appended to a log in DIR and fsync'd in group commits
+//! ([`loyalty_benches::durable`]) before the answer goes out, and with
+//! `--events` each durable earn (each item of a batch) also publishes one
+//! event of the contract's size on a connection of its own, as the
 //! engine's publisher does. That is the ceiling of any engine that answers
 //! after an fsync and publishes its events, on this machine and disk.
 //!
@@ -51,12 +52,13 @@ struct Args {
     events: bool,
 }
 
-/// What the durable writer hands back: the reply to send once the earn is
-/// durable.
+/// What the durable writer hands back: the reply to send once the request
+/// is durable, and how many earns it made (one event each).
 struct Reply {
     subject: Subject,
     headers: HeaderMap,
     body: Bytes,
+    earns: usize,
 }
 
 #[tokio::main]
@@ -101,7 +103,8 @@ async fn main() -> Result<(), async_nats::Error> {
     while let Some(message) = requests.next().await {
         if message.subject.as_str() == batch_subject {
             let client = client.clone();
-            tokio::spawn(async move { respond(&client, message, true, None).await });
+            let durable = durable.clone();
+            tokio::spawn(async move { respond(&client, message, true, durable.as_ref()).await });
         } else {
             respond(&client, message, false, durable.as_ref()).await;
         }
@@ -128,7 +131,10 @@ fn start_durable(
                 let _ = client
                     .publish_with_headers(reply.subject, reply.headers, reply.body)
                     .await;
-                if let Some((events, subject)) = &events {
+                let Some((events, subject)) = &events else {
+                    continue;
+                };
+                for _ in 0..reply.earns {
                     event_number += 1;
                     let mut headers = HeaderMap::new();
                     headers.insert("Nats-Msg-Id", format!("null-{event_number}").as_str());
@@ -160,8 +166,8 @@ const EVENT: &str = concat!(
 /// and encoding with the engine's own typed functions in either encoding
 /// (so the ceiling is of the same door work, not of a slower JSON path).
 /// A refused request is answered as the engine answers it: the JSON error
-/// body with the service error headers. With `durable`, a single earn's
-/// answer waits for its request and answer to be fsync'd.
+/// body with the service error headers. With `durable`, an answer waits
+/// for its request and answer to be fsync'd.
 async fn respond(
     client: &async_nats::Client,
     message: async_nats::Message,
@@ -175,12 +181,15 @@ async fn respond(
         .and_then(|h| h.get("Content-Type"))
         .map(|v| v.as_str());
     let mut headers = async_nats::HeaderMap::new();
+    // Earns the request makes: one event each once durable.
+    let mut earns = 1;
     let answered = if is_batch {
         let encoding = BatchEncoding::of(content_type);
         encoding.decode(&message.payload).map(|batch| {
             if encoding == BatchEncoding::Protobuf {
                 headers.insert("Content-Type", encoding.content_type());
             }
+            earns = batch.items.len();
             encoding.encode(answers(&batch))
         })
     } else {
@@ -200,9 +209,10 @@ async fn respond(
                 subject: reply,
                 headers,
                 body: body.into(),
+                earns,
             };
             if let Err(err) = log.submit(record, reply) {
-                eprintln!("null_nats: a durable earn was refused: {err:?}");
+                eprintln!("null_nats: a durable request was refused: {err:?}");
             }
         }
         _ => {
