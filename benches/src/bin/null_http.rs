@@ -53,8 +53,10 @@ async fn earn(
                 let mut record = Vec::with_capacity(body.len() + answer.len());
                 record.extend_from_slice(&body);
                 record.extend_from_slice(&answer);
-                let (done, durable) = oneshot::channel();
-                if log.submit(record, done).is_err() || durable.await.is_err() {
+                let (done, made_durable) = oneshot::channel();
+                // Refused (a full queue, a stopped writer) or never made
+                // durable: 503, as the engine answers past its bounds.
+                if log.submit(record, 1, done).is_err() || made_durable.await.is_err() {
                     return HttpResponse::ServiceUnavailable().finish();
                 }
             }

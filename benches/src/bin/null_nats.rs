@@ -22,10 +22,12 @@ use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt;
 use loyalty_api::batch_protobuf::BatchEncoding;
+use loyalty_api::error::ApiError;
 use loyalty_api::ops::{BatchItem, BatchResults};
 use loyalty_api::wire::{self, EarnBatchBody, EarnBody, TransactionBody};
 use loyalty_benches::durable::GroupLog;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The same allocator as the `loyalty` binary, so the comparison is of
 /// the work done, not of allocators.
@@ -41,8 +43,8 @@ struct Args {
     /// Subjects served: `<prefix>.earn` and `<prefix>.earn.batch`.
     #[arg(default_value = "null.v1")]
     prefix: String,
-    /// Answer each single earn only once its request and answer are
-    /// fsync'd in a log in this directory (group commit).
+    /// Answer each earn (single or batch) only once its request and answer
+    /// are fsync'd in a log in this directory (group commit).
     #[arg(long)]
     durable_dir: Option<PathBuf>,
     /// With `--durable-dir`: publish one event per durable earn to
@@ -71,12 +73,8 @@ async fn main() -> Result<(), async_nats::Error> {
     };
     let client = connect().await?;
     let prefix = &args.prefix;
-    let single = client
-        .queue_subscribe(format!("{prefix}.earn"), "null".into())
-        .await?;
-    let batch = client
-        .queue_subscribe(format!("{prefix}.earn.batch"), "null".into())
-        .await?;
+    // The log's ring is written and synced before the first request is
+    // taken, so no request waits for it.
     let durable = match &args.durable_dir {
         Some(dir) => {
             let events = if args.events {
@@ -91,6 +89,12 @@ async fn main() -> Result<(), async_nats::Error> {
         }
         None => None,
     };
+    let single = client
+        .queue_subscribe(format!("{prefix}.earn"), "null".into())
+        .await?;
+    let batch = client
+        .queue_subscribe(format!("{prefix}.earn.batch"), "null".into())
+        .await?;
     let mut requests = futures_util::stream::select(single, batch);
     let batch_subject = format!("{prefix}.earn.batch");
     // A single earn is answered in this loop, with no task of its own: it
@@ -113,28 +117,40 @@ async fn main() -> Result<(), async_nats::Error> {
 }
 
 /// Starts the durable writer. Its callback runs on the writer's thread and
-/// hands each durable batch to one task that sends the replies (and the
-/// events), so the replies of a batch go out together, as the engine's do.
+/// hands each durable group to one task that sends its replies together,
+/// as the engine's commit thread answers a written batch; the group's
+/// events go to a task of their own on their own connection, as the
+/// engine's publisher sends them, so no reply waits behind an event.
 fn start_durable(
     dir: &std::path::Path,
     client: async_nats::Client,
     events: Option<(async_nats::Client, Subject)>,
 ) -> std::io::Result<GroupLog<Reply>> {
-    // Unbounded, but it holds at most what the log took (its own queue is
-    // bounded) and is drained as fast as the batches come.
+    // Unbounded, but each holds at most what the log took (its own queue
+    // is bounded) and is drained as fast as the groups come.
     let (durable_tx, mut durable_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Reply>>();
+    let (earned_tx, mut earned_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let publishing = events.is_some();
     tokio::spawn(async move {
-        let event_body = Bytes::from_static(EVENT.as_bytes());
-        let mut event_number = 0u64;
         while let Some(replies) = durable_rx.recv().await {
+            let mut earns = 0;
             for reply in replies {
+                earns += reply.earns;
                 let _ = client
                     .publish_with_headers(reply.subject, reply.headers, reply.body)
                     .await;
-                let Some((events, subject)) = &events else {
-                    continue;
-                };
-                for _ in 0..reply.earns {
+            }
+            if publishing {
+                let _ = earned_tx.send(earns);
+            }
+        }
+    });
+    if let Some((events, subject)) = events {
+        tokio::spawn(async move {
+            let event_body = Bytes::from_static(EVENT.as_bytes());
+            let mut event_number = 0u64;
+            while let Some(earns) = earned_rx.recv().await {
+                for _ in 0..earns {
                     event_number += 1;
                     let mut headers = HeaderMap::new();
                     headers.insert("Nats-Msg-Id", format!("null-{event_number}").as_str());
@@ -143,8 +159,8 @@ fn start_durable(
                         .await;
                 }
             }
-        }
-    });
+        });
+    }
     GroupLog::start(dir, move |replies| {
         let _ = durable_tx.send(replies);
     })
@@ -205,14 +221,29 @@ async fn respond(
             let mut record = Vec::with_capacity(message.payload.len() + body.len());
             record.extend_from_slice(&message.payload);
             record.extend_from_slice(&body);
+            let reply_to = reply.clone();
             let reply = Reply {
                 subject: reply,
                 headers,
                 body: body.into(),
                 earns,
             };
-            if let Err(err) = log.submit(record, reply) {
-                eprintln!("null_nats: a durable request was refused: {err:?}");
+            if let Err(err) = log.submit(record, earns, reply) {
+                // Answered at once, as the engine answers past its bounds.
+                static SAID: AtomicBool = AtomicBool::new(false);
+                if !SAID.swap(true, Ordering::Relaxed) {
+                    eprintln!("null_nats: refusing durable requests: {err}");
+                }
+                let refused = ApiError::from(loyalty_actors::EngineError::Overloaded);
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    "Nats-Service-Error-Code",
+                    refused.status.to_string().as_str(),
+                );
+                headers.insert("Nats-Service-Error", refused.code);
+                let _ = client
+                    .publish_with_headers(reply_to, headers, refused.body().into())
+                    .await;
             }
         }
         _ => {
