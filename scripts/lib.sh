@@ -54,9 +54,17 @@ claim_target_dir() {
 }
 claim_target_dir
 
-# A free TCP port on the loopback interface, for a server a script starts.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# A free TCP port on the loopback interface, for a server a script starts,
+# other than the PORTS given: a script that takes several before starting
+# any server would otherwise be given the same one twice, now and then.
+free_port() { # [PORTS...]
+    python3 - "$@" <<'PY'
+import socket, sys
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    if str(port) not in sys.argv[1:]:
+        print(port); break
+PY
 }
 
 # CPU time of process PID so far, in clock ticks (user + system; see
