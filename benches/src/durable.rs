@@ -89,12 +89,12 @@ impl<T: Send + 'static> GroupLog<T> {
     /// Starts the writer on a new thread, logging into a ring of
     /// [`RING_BYTES`] in `dir` (created if missing). `durable` is called on
     /// the writer's thread with each group's tokens, in submission order,
-    /// after its `fdatasync` returned. If a write or sync fails the writer
+    /// and the earns they carry, after its `fdatasync` returned. If a write or sync fails the writer
     /// says so and stops: that group is never answered, and later requests
     /// are refused with [`SubmitError::Stopped`].
     pub fn start(
         dir: &Path,
-        durable: impl FnMut(Vec<T>) + Send + 'static,
+        durable: impl FnMut(Vec<T>, usize) + Send + 'static,
     ) -> std::io::Result<GroupLog<T>> {
         Self::start_with_ring(dir, RING_BYTES, durable)
     }
@@ -104,7 +104,7 @@ impl<T: Send + 'static> GroupLog<T> {
     pub fn start_with_ring(
         dir: &Path,
         ring_bytes: u64,
-        mut durable: impl FnMut(Vec<T>) + Send + 'static,
+        mut durable: impl FnMut(Vec<T>, usize) + Send + 'static,
     ) -> std::io::Result<GroupLog<T>> {
         std::fs::create_dir_all(dir)?;
         let mut file = Ring::create(dir, ring_bytes)?;
@@ -142,7 +142,7 @@ impl<T: Send + 'static> GroupLog<T> {
                         return;
                     }
                     buffer.clear();
-                    durable(std::mem::take(&mut tokens));
+                    durable(std::mem::take(&mut tokens), earns);
                 }
             })?;
         Ok(GroupLog { queue })
@@ -255,7 +255,7 @@ mod tests {
         let ring = dir.path().to_owned();
         let (done, answered) = mpsc::channel();
         let log =
-            GroupLog::start_with_ring(dir.path(), TEST_RING_BYTES, move |tokens: Vec<u32>| {
+            GroupLog::start_with_ring(dir.path(), TEST_RING_BYTES, move |tokens: Vec<u32>, _| {
                 // Each answered request is in the file when it is answered.
                 let written = records(&ring);
                 for token in tokens {
@@ -283,13 +283,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (hold, held) = mpsc::channel::<()>();
         let (groups_tx, groups) = mpsc::channel();
-        let log =
-            GroupLog::start_with_ring(dir.path(), TEST_RING_BYTES, move |tokens: Vec<usize>| {
+        let log = GroupLog::start_with_ring(
+            dir.path(),
+            TEST_RING_BYTES,
+            move |tokens: Vec<usize>, earns| {
                 // The first group waits until everything else is queued.
                 let _ = held.recv();
-                groups_tx.send(tokens).unwrap();
-            })
-            .unwrap();
+                groups_tx.send((tokens, earns)).unwrap();
+            },
+        )
+        .unwrap();
         log.submit(b"first".to_vec(), 1, 0).unwrap();
         // Three batches of half the bound each: two fit one group.
         for n in 1..=3 {
@@ -300,17 +303,19 @@ mod tests {
         drop(hold);
         let wait = || groups.recv_timeout(Duration::from_secs(10)).unwrap();
         let mut seen = vec![wait()];
-        while seen.concat().len() < 4 {
+        while seen.iter().map(|(group, _)| group.len()).sum::<usize>() < 4 {
             seen.push(wait());
         }
-        assert_eq!(seen.concat(), vec![0, 1, 2, 3], "in order, none lost");
+        let tokens: Vec<usize> = seen.iter().flat_map(|(group, _)| group.clone()).collect();
+        assert_eq!(tokens, vec![0, 1, 2, 3], "in order, none lost");
         assert!(
-            seen.iter().all(|group| {
-                let earns: usize = group
+            seen.iter().all(|(group, earns)| {
+                let submitted: usize = group
                     .iter()
                     .map(|&n| if n == 0 { 1 } else { GROUP_EARNS_MAX / 2 })
                     .sum();
-                earns <= GROUP_EARNS_MAX || group.len() == 1
+                // The callback is told the earns its group carries.
+                *earns == submitted && (submitted <= GROUP_EARNS_MAX || group.len() == 1)
             }),
             "{seen:?}"
         );
@@ -322,7 +327,7 @@ mod tests {
         // A writer held in its first callback cannot take more: the queue
         // fills, and the request past it is refused at once.
         let (hold, held) = mpsc::channel::<()>();
-        let log = GroupLog::start_with_ring(dir.path(), TEST_RING_BYTES, move |_: Vec<()>| {
+        let log = GroupLog::start_with_ring(dir.path(), TEST_RING_BYTES, move |_: Vec<()>, _| {
             let _ = held.recv();
         })
         .unwrap();

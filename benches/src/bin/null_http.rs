@@ -124,7 +124,7 @@ async fn main() -> std::io::Result<()> {
     let durable: web::Data<Durable> = web::Data::new(match &args.durable_dir {
         Some(dir) => Some(GroupLog::start(
             dir,
-            |waiting: Vec<oneshot::Sender<()>>| {
+            |waiting: Vec<oneshot::Sender<()>>, _earns| {
                 for done in waiting {
                     let _ = done.send(());
                 }

@@ -55,12 +55,11 @@ struct Args {
 }
 
 /// What the durable writer hands back: the reply to send once the request
-/// is durable, and how many earns it made (one event each).
+/// is durable.
 struct Reply {
     subject: Subject,
     headers: HeaderMap,
     body: Bytes,
-    earns: usize,
 }
 
 #[tokio::main]
@@ -128,14 +127,13 @@ fn start_durable(
 ) -> std::io::Result<GroupLog<Reply>> {
     // Unbounded, but each holds at most what the log took (its own queue
     // is bounded) and is drained as fast as the groups come.
-    let (durable_tx, mut durable_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Reply>>();
+    let (durable_tx, mut durable_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Vec<Reply>, usize)>();
     let (earned_tx, mut earned_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let publishing = events.is_some();
     tokio::spawn(async move {
-        while let Some(replies) = durable_rx.recv().await {
-            let mut earns = 0;
+        while let Some((replies, earns)) = durable_rx.recv().await {
             for reply in replies {
-                earns += reply.earns;
                 let _ = client
                     .publish_with_headers(reply.subject, reply.headers, reply.body)
                     .await;
@@ -161,8 +159,8 @@ fn start_durable(
             }
         });
     }
-    GroupLog::start(dir, move |replies| {
-        let _ = durable_tx.send(replies);
+    GroupLog::start(dir, move |replies, earns| {
+        let _ = durable_tx.send((replies, earns));
     })
 }
 
@@ -211,47 +209,44 @@ async fn respond(
     } else {
         wire::decode::<EarnBody>(&message.payload).map(|earn| wire::encode(&answer(&earn)))
     };
-    let body = answered.unwrap_or_else(|err| {
-        headers.insert("Nats-Service-Error-Code", err.status.to_string().as_str());
-        headers.insert("Nats-Service-Error", err.code);
-        err.body()
-    });
-    match durable {
-        Some(log) if headers.get("Nats-Service-Error").is_none() => {
+    let (headers, body) = match (answered, durable) {
+        (Err(err), _) => refusal(&err),
+        (Ok(body), None) => (headers, body),
+        (Ok(body), Some(log)) => {
             let mut record = Vec::with_capacity(message.payload.len() + body.len());
             record.extend_from_slice(&message.payload);
             record.extend_from_slice(&body);
-            let reply_to = reply.clone();
-            let reply = Reply {
-                subject: reply,
+            let durable_reply = Reply {
+                subject: reply.clone(),
                 headers,
                 body: body.into(),
-                earns,
             };
-            if let Err(err) = log.submit(record, earns, reply) {
-                // Answered at once, as the engine answers past its bounds.
-                static SAID: AtomicBool = AtomicBool::new(false);
-                if !SAID.swap(true, Ordering::Relaxed) {
-                    eprintln!("null_nats: refusing durable requests: {err}");
+            match log.submit(record, earns, durable_reply) {
+                // The writer sends it once it is durable.
+                Ok(()) => return,
+                Err(err) => {
+                    // Answered at once, as the engine answers past its bounds.
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    if !SAID.swap(true, Ordering::Relaxed) {
+                        eprintln!("null_nats: refusing durable requests: {err}");
+                    }
+                    refusal(&ApiError::from(loyalty_actors::EngineError::Overloaded))
                 }
-                let refused = ApiError::from(loyalty_actors::EngineError::Overloaded);
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    "Nats-Service-Error-Code",
-                    refused.status.to_string().as_str(),
-                );
-                headers.insert("Nats-Service-Error", refused.code);
-                let _ = client
-                    .publish_with_headers(reply_to, headers, refused.body().into())
-                    .await;
             }
         }
-        _ => {
-            let _ = client
-                .publish_with_headers(reply, headers, body.into())
-                .await;
-        }
-    }
+    };
+    let _ = client
+        .publish_with_headers(reply, headers, body.into())
+        .await;
+}
+
+/// The engine's answer to a refused request: the error body, with its
+/// status in `Nats-Service-Error-Code` and its code in `Nats-Service-Error`.
+fn refusal(err: &ApiError) -> (HeaderMap, Vec<u8>) {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Service-Error-Code", err.status.to_string().as_str());
+    headers.insert("Nats-Service-Error", err.code);
+    (headers, err.body())
 }
 
 fn answers(batch: &EarnBatchBody) -> BatchResults {
