@@ -57,13 +57,33 @@ claim_target_dir
 # A free TCP port on the loopback interface, for a server a script starts,
 # other than the PORTS given: a script that takes several before starting
 # any server would otherwise be given the same one twice, now and then.
+# Taken below the kernel's ephemeral range, which it also uses for the
+# source ports of outgoing connections: a port from there could be taken
+# by a client (the load generator, an engine's connection to NATS) before
+# its server binds it.
 free_port() { # [PORTS...]
     python3 - "$@" <<'PY'
-import socket, sys
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    if str(port) not in sys.argv[1:]:
-        print(port); break
+import random, socket, sys
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+ports = list(range(10000, max(low, 10001)))
+random.shuffle(ports)
+for port in ports:
+    if str(port) in sys.argv[1:]:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    sys.exit("no free loopback port below the ephemeral range")
 PY
 }
 

@@ -496,7 +496,7 @@ async fn events_reach_jetstream_once_each_across_a_nats_outage() {
             .spawn()
             .expect("nats-server (scripts/test installs it)");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening(port) {
             assert!(
                 child.try_wait().unwrap().is_none() && Instant::now() < deadline,
                 "nats-server did not start"

@@ -14,30 +14,63 @@ use std::time::{Duration, Instant};
 
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 
-/// A loopback port nothing listens on, and that no other caller in this
-/// test process has been given. The tests of one binary run at once, and
-/// one of them stops its nats-server and starts it again on the same port
-/// (an outage): without the record, another test could be given that port
+/// A loopback port nothing listens on, below the kernel's ephemeral range,
+/// and that no other caller in this test process has been given.
+///
+/// Below the ephemeral range because a port the kernel handed out for
+/// `bind(0)` is also one it hands out as the source port of outgoing
+/// connections: between the pick and the child's bind, any test's client
+/// socket (or a child's connection to nats-server) could take it, and the
+/// child then fails to listen. The kernel never picks a port below the
+/// range on its own, so a port that binds here stays free until a test
+/// binds it on purpose.
+///
+/// Never given twice because the tests of one binary run at once, and one
+/// of them stops its nats-server and starts it again on the same port (an
+/// outage): without the record, another test could be given that port
 /// while it is down, and then talk to the wrong server.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if GIVEN.lock().unwrap().insert(port) {
+    let (low, high) = (10_000u32, u32::from(ephemeral_low()));
+    // Start at a place of this process's own, so two test processes that
+    // run at once (two checkouts) rarely probe the same ports.
+    let start = std::process::id() * 7919 % (high - low);
+    let mut given = GIVEN.lock().unwrap();
+    for step in 0..(high - low) {
+        let port = (low + (start + step) % (high - low)) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 on Linux unless
+/// changed).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .filter(|&low: &u16| low > 10_001)
+        .unwrap_or(32_768)
+}
+
+/// Whether something listens on the loopback `port`. A connection whose two
+/// ends are the same address is TCP's self-connect (possible only for a
+/// port in the ephemeral range), not a listener.
+pub fn listening(port: u16) -> bool {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+        Err(_) => false,
     }
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening(port) {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("{what} exited before listening: {status}");
+            panic!("{what} exited before listening on {port}: {status}");
         }
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
@@ -117,17 +150,33 @@ impl Server {
         command.args(flags);
         let mut child = command.spawn().unwrap();
         wait_for_port(port, "loyalty", &mut child);
-        let server = Server {
+        let mut server = Server {
             port,
             child,
             data_dir: data_dir.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while server.get("/readyz", None).0 != 200 {
+        loop {
+            match try_http_bytes(port, "GET", "/readyz", None, b"", None, &[]) {
+                Ok(response) if response.status == 200 => break,
+                Ok(_) => {}
+                Err(no_answer) => {
+                    server.assert_running();
+                    panic!("{no_answer} (loyalty still running)");
+                }
+            }
+            server.assert_running();
             assert!(Instant::now() < deadline, "never ready");
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+
+    /// Panics, with the exit status, when the process has ended.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("loyalty on port {} exited: {status}", self.port);
+        }
     }
 
     pub fn kill(mut self) {
@@ -238,7 +287,22 @@ pub fn http_bytes(
     content_type: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    try_http_bytes(port, method, path, key, body, content_type, headers)
+        .unwrap_or_else(|no_answer| panic!("{no_answer}"))
+}
+
+/// [`http_bytes`], with what came back instead when it is no HTTP answer.
+pub fn try_http_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("cannot connect to port {port}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -259,16 +323,16 @@ pub fn http_bytes(
     let mut raw = Vec::new();
     let read = stream.read_to_end(&mut raw);
     // What came back when it is no HTTP answer: a rare failure of the
-    // whole-server tests ends here, and its cause is not known yet.
+    // whole-server tests ended here, its cause not yet known.
     if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        panic!(
+        return Err(format!(
             "no complete response head from port {port} (local {:?}): read {read:?}, {} bytes: {:?}",
             stream.local_addr(),
             raw.len(),
             String::from_utf8_lossy(&raw)
-        );
+        ));
     }
-    parse_response(&raw)
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {
