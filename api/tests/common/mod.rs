@@ -165,11 +165,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut failed_probes = 0;
         loop {
-            match try_http_bytes(port, "GET", "/readyz", None, b"", None, &[]) {
+            let probe = try_http_bytes(port, "GET", "/readyz", None, b"", None, &[]);
+            server.assert_running();
+            match probe {
                 Ok(response) if response.status == 200 => break,
                 Ok(_) => {}
                 Err(no_answer) => {
-                    server.assert_running();
                     failed_probes += 1;
                     let _ = writeln!(
                         std::io::stderr(),
@@ -177,7 +178,6 @@ impl Server {
                     );
                 }
             }
-            server.assert_running();
             assert!(
                 Instant::now() < deadline,
                 "never ready ({failed_probes} probes got no HTTP answer)"
