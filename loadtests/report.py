@@ -18,6 +18,8 @@ criterion = sys.argv[2] if len(sys.argv) > 2 else None
 load = lambda name: json.load(open(os.path.join(summary, name)))
 http, nats, batch, mem, rec = (load(n) for n in ("http.json", "nats.json", "batch.json", "memory.json", "recovery.json"))
 peers = [json.loads(l) for l in open(os.path.join(summary, "peers.jsonl")) if l.strip()]
+# Runs from before the allocation probe have no allocations.json.
+allocs = load("allocations.json") if os.path.exists(os.path.join(summary, "allocations.json")) else None
 cores = os.cpu_count()
 mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
@@ -311,7 +313,14 @@ their load generator, and spread the earns over as many enrollments
 - `loyalty serve` on a data directory of {rec['events']:,} events ({rec['data_bytes']/2**30:.2f} GiB),
   full log check at start-up: ready after {rec['ready_s']:.2f} s (median; runs:
   {', '.join(f'{t:.2f}' for t in rec['runs_s'])} s).
-
+""" + ("" if allocs is None else f"""- `alloc_probe`: heap allocations of one durable earn in the engine (its
+  shards and commit thread; RocksDB's own and the front doors' not
+  counted), over {allocs['enrollments']:,} active enrollments, {allocs['rounds']} earns each:
+  {allocs['single']['engine_allocations']:.2f} ({allocs['single']['engine_bytes']:.0f} bytes) for a single earn, {allocs['inflight']} in flight;
+  {allocs['batched']['engine_allocations']:.2f} ({allocs['batched']['engine_bytes']:.0f} bytes) per earn in batches of {allocs['batch']:,}. The caller's side
+  (request, answer channel, waiting) {allocs['single']['caller_allocations']:.2f} and {allocs['batched']['caller_allocations']:.2f}. A count, not a
+  time: it does not move with the machine's hour.
+""") + """
 ## Hot path (criterion, `cargo bench --workspace --bench hot_path`, median)
 
 | benchmark | time |

@@ -94,7 +94,7 @@ struct Figures {
     balance: i64,
     pending: i64,
     lifetime_points: i64,
-    tier: Option<String>,
+    tier: Option<Arc<str>>,
 }
 
 impl Figures {
@@ -118,7 +118,7 @@ impl Figures {
             balance: self.balance,
             pending: self.pending,
             lifetime_points: self.lifetime_points,
-            tier: self.tier.clone(),
+            tier: self.tier.as_deref().map(str::to_owned),
             version: self.version,
         }
     }
@@ -135,7 +135,7 @@ struct InflightVersion {
 struct InflightKey {
     /// Compared first: a search compares a number per entry, not a string.
     digest: u32,
-    key: String,
+    key: IdempotencyKey,
     request: Request,
     answer: StoredAnswer,
     version: u64,
@@ -438,7 +438,7 @@ impl EnrollmentActor {
             let in_flight = self
                 .inflight_keys
                 .iter()
-                .find(|k| k.digest == digest && k.key == key.as_str());
+                .find(|k| k.digest == digest && k.key.as_str() == key.as_str());
             if let Some(first) = in_flight {
                 match idempotency::replay(&first.request, &first.answer, &request) {
                     Ok(answer) => {
@@ -528,7 +528,7 @@ impl EnrollmentActor {
         {
             self.inflight_keys.push(InflightKey {
                 digest,
-                key: key.as_str().to_owned(),
+                key,
                 request,
                 answer,
                 version,

@@ -229,7 +229,7 @@ impl Ops {
             .engine
             .transact(caller.business_id, id, key, request)
             .await?;
-        Ok(TransactionBody::new(&id.to_string(), &answer, reverse))
+        Ok(TransactionBody::new(id.to_string(), &answer, reverse))
     }
 
     /// Many independent earns; one answer or error per item, in order.
@@ -256,14 +256,14 @@ impl Ops {
                 Err(err) => results.push(Some(BatchItem::Err(ErrorItem::from(&err)))),
             }
         }
-        let ids: Vec<String> = commands.iter().map(|(id, _, _)| id.to_string()).collect();
+        let ids: Vec<EnrollmentId> = commands.iter().map(|(id, _, _)| *id).collect();
         let answers = self
             .engine
             .transact_many(caller.business_id, commands)
             .await;
         for ((position, id), answer) in positions.into_iter().zip(ids).zip(answers) {
             results[position] = Some(match answer {
-                Ok(answer) => BatchItem::Ok(TransactionBody::new(&id, &answer, false)),
+                Ok(answer) => BatchItem::Ok(TransactionBody::new(id.to_string(), &answer, false)),
                 Err(err) => BatchItem::Err(ErrorItem::from(&ApiError::from(err))),
             });
         }

@@ -306,15 +306,17 @@ pub struct TransactionBody {
 }
 
 impl TransactionBody {
-    pub fn new(enrollment_id: &str, answer: &StoredAnswer, reverse: bool) -> Self {
+    /// `enrollment_id` as the answer shows it; given as a `String`, it is
+    /// moved in, not copied.
+    pub fn new(enrollment_id: impl Into<String>, answer: &StoredAnswer, reverse: bool) -> Self {
         let o = &answer.outcome;
         TransactionBody {
             transaction_id: o.transaction_id.to_string(),
-            enrollment_id: enrollment_id.to_owned(),
+            enrollment_id: enrollment_id.into(),
             points: o.points,
             balance: o.balance,
             pending: o.pending,
-            tier: o.tier.clone(),
+            tier: o.tier.as_deref().map(str::to_owned),
             event_id: answer.event_id.to_string(),
             shortfall: reverse.then_some(o.shortfall),
         }

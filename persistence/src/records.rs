@@ -147,3 +147,24 @@ pub struct ApiKeyRecord {
     pub business_id: BusinessId,
     pub issued_at: Timestamp,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    /// An enrollment's tier (and a transaction outcome's) is held as an
+    /// `Arc<str>` since it stopped being copied per earn; snapshots and
+    /// idempotency records written while it was a `String` must read the
+    /// same, and new ones must be readable by a build from before.
+    #[test]
+    fn a_shared_tier_name_encodes_as_the_string_it_was() {
+        for tier in [None, Some("gold"), Some("")] {
+            let shared: Option<Arc<str>> = tier.map(Arc::from);
+            let owned: Option<String> = tier.map(str::to_owned);
+            let shared_bytes = postcard::to_allocvec(&shared).unwrap();
+            assert_eq!(shared_bytes, postcard::to_allocvec(&owned).unwrap());
+            let read: Option<Arc<str>> = postcard::from_bytes(&shared_bytes).unwrap();
+            assert_eq!(read.as_deref(), tier);
+        }
+    }
+}

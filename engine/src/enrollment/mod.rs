@@ -30,6 +30,7 @@ use crate::limits::TEXT_BYTES_MAX;
 use crate::program::ProgramRules;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What a caller asks of an enrollment. It is also what an idempotency key
 /// is bound to: the same key with a different `Request` is a conflict.
@@ -63,7 +64,9 @@ pub struct TransactionOutcome {
     pub balance: i64,
     pub pending: i64,
     pub lifetime_points: i64,
-    pub tier: Option<String>,
+    /// The enrollment's tier once this transaction is applied (shared with
+    /// its state: see [`Enrollment::tier`]).
+    pub tier: Option<Arc<str>>,
     /// The enrollment's version once this transaction is applied.
     pub version: u64,
     /// Index, in the decision's events, of the event that records this

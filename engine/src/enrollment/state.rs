@@ -7,6 +7,7 @@ use crate::limits::{REVERSAL_WINDOW_DAYS, REVERSIBLE_DRAWS_MAX, REVERSIBLE_TRANS
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Points of one earn waiting out the program's pending period.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,8 +70,11 @@ pub struct Enrollment {
     pub points_pending: i64,
     /// Points ever made available, less reversed earns. Tiers follow it.
     pub points_lifetime: i64,
-    /// The current tier's name.
-    pub tier: Option<String>,
+    /// The current tier's name. Shared, not copied: every earn's answer
+    /// and in-flight figures carry it, and cloning a `String` was an
+    /// allocation each time. Stored as a string (serde writes an `Arc<str>`
+    /// as it writes a `String`).
+    pub tier: Option<Arc<str>>,
     /// Available points by expiry, soonest first.
     pub lots: Vec<Lot>,
     /// Pending earns, oldest first.
@@ -132,7 +136,7 @@ impl Enrollment {
             points_available: 0,
             points_pending: 0,
             points_lifetime: 0,
-            tier: tier.clone(),
+            tier: tier.as_deref().map(Arc::from),
             lots: Vec::new(),
             pending: Vec::new(),
             recent: VecDeque::new(),
@@ -150,7 +154,7 @@ impl Enrollment {
             balance: self.points_available,
             pending: self.points_pending,
             lifetime_points: self.points_lifetime,
-            tier: self.tier.clone(),
+            tier: self.tier.as_deref().map(str::to_owned),
             version: self.version,
         }
     }
@@ -282,8 +286,8 @@ impl Enrollment {
                 lots::remove(&mut self.lots, expired);
                 self.points_available = checked(self.points_available.checked_sub(*points));
             }
-            EnrollmentEvent::TierUpgraded { to, .. } => self.tier = Some(to.clone()),
-            EnrollmentEvent::TierDowngraded { to, .. } => self.tier = to.clone(),
+            EnrollmentEvent::TierUpgraded { to, .. } => self.tier = Some(Arc::from(to.as_str())),
+            EnrollmentEvent::TierDowngraded { to, .. } => self.tier = to.as_deref().map(Arc::from),
         }
         self.version += 1;
         self.forget_old(at);

@@ -13,8 +13,9 @@ pub fn follow_lifetime(
     events: &mut Vec<EnrollmentEvent>,
 ) {
     let earned = rules.tier_for(state.points_lifetime);
-    let earned_name = rules.tier_name(earned).map(str::to_owned);
-    if earned_name == state.tier {
+    // Compared as borrowed names: nearly every earn stays in its tier.
+    let earned_name = rules.tier_name(earned);
+    if earned_name == state.tier.as_deref() {
         return;
     }
     let current = state
@@ -25,22 +26,31 @@ pub fn follow_lifetime(
     let event = match (current, earned) {
         (Some(current), Some(earned)) if usize::from(earned) < current => {
             EnrollmentEvent::TierDowngraded {
-                from: state.tier.clone().expect("current tier is set"),
-                to: earned_name,
+                from: current_name(state),
+                to: earned_name.map(str::to_owned),
                 lifetime_points,
             }
         }
         (Some(_), None) => EnrollmentEvent::TierDowngraded {
-            from: state.tier.clone().expect("current tier is set"),
+            from: current_name(state),
             to: None,
             lifetime_points,
         },
         (_, Some(_)) => EnrollmentEvent::TierUpgraded {
-            from: state.tier.clone(),
-            to: earned_name.expect("an earned tier has a name"),
+            from: state.tier.as_deref().map(str::to_owned),
+            to: earned_name.expect("an earned tier has a name").to_owned(),
             lifetime_points,
         },
         (None, None) => return,
     };
     emit(state, events, event, now);
+}
+
+/// The current tier's name, for an event leaving it.
+fn current_name(state: &Enrollment) -> String {
+    state
+        .tier
+        .as_deref()
+        .expect("current tier is set")
+        .to_owned()
 }
