@@ -438,7 +438,7 @@ impl EnrollmentActor {
             let in_flight = self
                 .inflight_keys
                 .iter()
-                .find(|k| k.digest == digest && k.key.as_str() == key.as_str());
+                .find(|k| k.digest == digest && k.key == key);
             if let Some(first) = in_flight {
                 match idempotency::replay(&first.request, &first.answer, &request) {
                     Ok(answer) => {

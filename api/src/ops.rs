@@ -245,23 +245,23 @@ impl Ops {
         // together, one message per shard.
         let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(body.items.len());
         let mut commands = Vec::new();
+        // Where each command's answer goes, and whose it is.
         let mut positions = Vec::new();
         for item in body.items {
             match earn_command(None, None, item) {
                 Ok(command) => {
-                    positions.push(results.len());
+                    positions.push((results.len(), command.0));
                     commands.push(command);
                     results.push(None);
                 }
                 Err(err) => results.push(Some(BatchItem::Err(ErrorItem::from(&err)))),
             }
         }
-        let ids: Vec<EnrollmentId> = commands.iter().map(|(id, _, _)| *id).collect();
         let answers = self
             .engine
             .transact_many(caller.business_id, commands)
             .await;
-        for ((position, id), answer) in positions.into_iter().zip(ids).zip(answers) {
+        for ((position, id), answer) in positions.into_iter().zip(answers) {
             results[position] = Some(match answer {
                 Ok(answer) => BatchItem::Ok(TransactionBody::new(id.to_string(), &answer, false)),
                 Err(err) => BatchItem::Err(ErrorItem::from(&ApiError::from(err))),
