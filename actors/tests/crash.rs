@@ -270,19 +270,7 @@ async fn crash_child() {
         snapshot_every_events: 16,
         ..config()
     };
-    // Small memtables and log segments: RocksDB flushes every few hundred
-    // transactions and the write-ahead log writes over its flushed
-    // segments, so kills land during flushes, on segments written over, and
-    // on replays of the log's records past the last flush.
-    let mut options = StoreOptions::new(data);
-    options.memtable_bytes = 256 << 10;
-    options.wal_segment_bytes = 128 << 10;
-    let (store, report) = Store::open(&options).unwrap();
-    eprintln!(
-        "crash child {round}: {} write-ahead log records replayed, {} segments",
-        report.wal_records_replayed,
-        store.wal_segments()
-    );
+    let (store, report) = Store::open(&StoreOptions::new(data)).unwrap();
     let engine = Arc::new(
         loyalty_actors::Engine::start(store, &report, config, Arc::new(SystemClock)).unwrap(),
     );

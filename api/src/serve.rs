@@ -61,7 +61,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     info!(
         next_sequence = report.next_sequence,
         records_verified = report.records_verified,
-        wal_records_replayed = report.wal_records_replayed,
         duration_ms = report.duration_ms,
         "recovery done"
     );

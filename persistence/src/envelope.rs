@@ -29,7 +29,7 @@ pub const SNAPSHOT_FORMAT_V2: u8 = 2;
 /// [`FORMAT`] are still read.
 pub const IDEMPOTENCY_FORMAT: u8 = 2;
 
-pub(crate) const HEADER_BYTES: usize = 6;
+const HEADER_BYTES: usize = 6;
 /// First capacity of an encoded record: a typical log record or
 /// idempotency record fits (snapshots grow from there).
 const ENCODE_CAPACITY_BYTES: usize = 256;

@@ -8,7 +8,7 @@
 //! | `snapshot` | aggregate id (16) | [`SnapshotRecord`](crate::SnapshotRecord) |
 //! | `idempotency` | enrollment id (16) + key bytes | [`IdempotencyRecord`](crate::IdempotencyRecord) |
 //! | `catalog` | tag byte + ids (see [`catalog`]) | catalog records |
-//! | `meta` | name | format version, cursors, the write-ahead log's ordinal |
+//! | `meta` | name | format version, cursors |
 
 /// A column family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,7 +133,4 @@ pub mod meta {
     pub const FORMAT: &[u8] = b"format";
     /// The event publisher's cursor.
     pub const PUBLISH_CURSOR: &[u8] = b"publish-cursor";
-    /// The write-ahead log ordinal of the batch that wrote it: every batch
-    /// writes it, so the table files' value says how far they reach.
-    pub const WAL_ORDINAL: &[u8] = b"wal-ordinal";
 }

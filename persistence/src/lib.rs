@@ -1,5 +1,5 @@
-//! Durable storage: the engine's write-ahead log, then RocksDB for the
-//! event log, snapshots, idempotency records and the catalog.
+//! Durable storage on RocksDB: the write-ahead event log, snapshots,
+//! idempotency records and the catalog.
 //!
 //! # Where to start reading
 //! - [`store`]: [`Store`], opening a data directory (with recovery checks),
@@ -14,17 +14,14 @@
 //!   compactions drop them afterwards.
 //! - [`envelope`]: the versioned, checksummed frame around every value.
 //! - [`recovery`]: what start-up checks before the engine reports ready.
-//! - [`wal`]: the engine's own write-ahead log, in front of RocksDB.
 //!
 //! # Durability
-//! A commit group is one RocksDB `WriteBatch`. [`Store::write`] appends it
-//! to the engine's write-ahead log ([`wal`]) and, with `sync = true`,
-//! fdatasyncs it before it goes into RocksDB's memtables (RocksDB's own log
-//! is off for it) and before it returns: a caller that answers only after
-//! it returns never acknowledges anything a crash can take back. Opening
-//! replays the log's records past the last flush, drops at most a torn
-//! last write (never acknowledged: its sync never returned), and refuses
-//! to open on damage anywhere else.
+//! A commit group is one RocksDB `WriteBatch` written with `sync = true`:
+//! the write-ahead log is fsync'd before [`Store::write`] returns, so
+//! a caller that answers only after it returns never acknowledges anything
+//! a crash can take back. The WAL is opened in "tolerate corrupted tail
+//! records" mode: a torn last write (which was never acknowledged, because
+//! its sync never returned) is dropped; damage anywhere else refuses to open.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
@@ -35,7 +32,6 @@ pub mod records;
 pub mod recovery;
 pub mod retention;
 pub mod store;
-pub mod wal;
 
 pub use error::StoreError;
 pub use key_digests::{KeyDigests, KEY_DIGESTS_MAX};

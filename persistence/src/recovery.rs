@@ -1,9 +1,7 @@
 //! Start-up checks: what must hold before the engine reports ready.
 //!
-//! The engine's write-ahead log ([`wal`](crate::wal)) has already been
-//! replayed into RocksDB's memtables (dropping at most a torn,
-//! never-acknowledged last write), and RocksDB has replayed the few writes
-//! of its own log. Here the event log is read back: its keys
+//! RocksDB has already replayed its write-ahead log (dropping at most a torn,
+//! never-acknowledged last write). Here the event log is read back: its keys
 //! must be contiguous sequence numbers and every record must pass its
 //! checksum and decode. Anything else stops start-up with an error that
 //! names the damaged record; nothing acknowledged is ever skipped silently.
@@ -23,16 +21,12 @@ pub struct RecoveryReport {
     pub next_sequence: u64,
     /// Log records read back and checked.
     pub records_verified: u64,
-    /// Write-ahead log records (batches) replayed because the table files
-    /// did not hold them yet: none after a clean shutdown, which flushes.
-    pub wal_records_replayed: u64,
     pub duration_ms: u64,
 }
 
 pub(crate) fn recover(
     store: &Store,
     verify: VerifyOnOpen,
-    wal_records_replayed: u64,
     started: Instant,
 ) -> Result<RecoveryReport, StoreError> {
     let next_sequence = store.next_sequence()?;
@@ -91,7 +85,6 @@ pub(crate) fn recover(
     Ok(RecoveryReport {
         next_sequence,
         records_verified: verified,
-        wal_records_replayed,
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }

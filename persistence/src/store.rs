@@ -10,19 +10,18 @@ use crate::records::{
 };
 use crate::recovery::{self, RecoveryReport};
 use crate::retention::{IdempotencyRetention, RetentionFilterFactory};
-use crate::wal::{self, Wal};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId, Timestamp};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Direction,
-    IteratorMode, MemtableFactory, Options, ReadOptions, ReadTier, SliceTransform, WriteBatch,
-    WriteOptions, DB,
+    IteratorMode, MemtableFactory, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
+    DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -50,13 +49,6 @@ pub struct StoreOptions {
     /// from its configuration; a library user or a test that writes
     /// records with made-up times leaves it off.
     pub idempotency_retention: Option<IdempotencyRetention>,
-    /// Size of each column family's memtable, after which it is flushed
-    /// (all of them together: see [`Store::open`]). Tests set it small so
-    /// that flushes, and the reuse of the write-ahead log's segments they
-    /// allow, happen within a few hundred writes.
-    pub memtable_bytes: usize,
-    /// Size of a segment of the write-ahead log ([`wal`](crate::wal)).
-    pub wal_segment_bytes: u64,
 }
 
 impl StoreOptions {
@@ -67,8 +59,6 @@ impl StoreOptions {
             block_cache_bytes: 256 << 20,
             memtable_buckets: MEMTABLE_BUCKETS,
             idempotency_retention: None,
-            memtable_bytes: MEMTABLE_BYTES,
-            wal_segment_bytes: wal::DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -114,14 +104,8 @@ pub struct CommitGroup {
 /// length, each a varint of up to 5 bytes.
 const BATCH_RECORD_FRAMING_MAX_BYTES: usize = 16;
 
-/// A write batch's header (its sequence number and record count), and the
-/// `meta/wal-ordinal` put [`Store::write`] adds to every batch.
-const BATCH_HEADER_BYTES: usize =
-    12 + BATCH_RECORD_FRAMING_MAX_BYTES + keys::meta::WAL_ORDINAL.len() + WAL_ORDINAL_VALUE_BYTES;
-
-/// `meta/wal-ordinal`'s value at most: an envelope around a postcard `u64`
-/// (a varint of up to 10 bytes).
-const WAL_ORDINAL_VALUE_BYTES: usize = envelope::HEADER_BYTES + 10;
+/// A write batch's header: its sequence number and record count.
+const BATCH_HEADER_BYTES: usize = 12;
 
 impl CommitGroup {
     /// The most bytes this group takes in a write batch: each event's log
@@ -176,14 +160,7 @@ pub struct Store {
     expired: Arc<AtomicU64>,
     /// How long idempotency records are kept (`None`: for ever).
     retention: Option<IdempotencyRetention>,
-    /// The write-ahead log every batch goes through before RocksDB. The
-    /// lock also keeps batches in RocksDB in the log's order. One thread
-    /// (the commit thread) writes nearly everything, so it is uncontended.
-    wal: Arc<Mutex<Wal>>,
 }
-
-/// Size of each column family's memtable.
-pub const MEMTABLE_BYTES: usize = 64 << 20;
 
 /// Buckets of the hash memtables (aggregate index, idempotency): one
 /// pointer each (2 MiB per memtable), about as many as the enrollments
@@ -192,10 +169,7 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
 ///
-/// 4 since batches go through the engine's own write-ahead log
-/// ([`wal`](crate::wal)) with RocksDB's log off: a build before it would
-/// open the directory without replaying that log, missing whatever the
-/// table files do not hold yet. 3 since snapshots carry key digests that age with the records'
+/// 3 since snapshots carry key digests that age with the records'
 /// retention (envelope format
 /// [`SNAPSHOT_FORMAT`](crate::envelope::SNAPSHOT_FORMAT)); 2 since
 /// idempotency records put `recorded_at` first (envelope format
@@ -205,57 +179,10 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 /// change at start-up ("data directory format 3 is not supported"),
 /// instead of letting it serve and then fail on the first record it
 /// cannot read.
-pub const DATA_FORMAT: u32 = 4;
+pub const DATA_FORMAT: u32 = 3;
 
 /// Older data directory formats this build reads, and upgrades on open.
-const UPGRADED_FORMATS: [u32; 3] = [1, 2, 3];
-
-fn meta(db: &DB) -> &ColumnFamily {
-    db.cf_handle(Cf::Meta.name())
-        .expect("every column family is created at open")
-}
-
-fn check_format(db: &DB) -> Result<(), StoreError> {
-    match db.get_cf(meta(db), keys::meta::FORMAT)? {
-        None => write_format(db),
-        Some(bytes) => {
-            let found: u32 = envelope::decode(Kind::Meta, &bytes, || "meta/format".into())?;
-            if found == DATA_FORMAT {
-                Ok(())
-            } else if UPGRADED_FORMATS.contains(&found) {
-                // Before anything is written in the new format.
-                write_format(db)
-            } else {
-                Err(StoreError::Format {
-                    found,
-                    expected: DATA_FORMAT,
-                })
-            }
-        }
-    }
-}
-
-/// Records (synced, through RocksDB's own log) that the directory is of
-/// this build's format.
-fn write_format(db: &DB) -> Result<(), StoreError> {
-    let value = envelope::encode(Kind::Meta, &DATA_FORMAT)?;
-    let mut sync = WriteOptions::default();
-    sync.set_sync(true);
-    db.put_cf_opt(meta(db), keys::meta::FORMAT, value, &sync)?;
-    Ok(())
-}
-
-/// The ordinal of the newest write-ahead log record RocksDB's table files
-/// hold (0: none). Read from the table files only: once a batch has
-/// bypassed RocksDB's log, this read tier skips the memtables.
-fn flushed_ordinal(db: &DB) -> Result<u64, StoreError> {
-    let mut persisted = ReadOptions::default();
-    persisted.set_read_tier(ReadTier::Persisted);
-    match db.get_cf_opt(meta(db), keys::meta::WAL_ORDINAL, &persisted)? {
-        None => Ok(0),
-        Some(bytes) => envelope::decode(Kind::Meta, &bytes, || "meta/wal-ordinal".into()),
-    }
-}
+const UPGRADED_FORMATS: [u32; 2] = [1, 2];
 
 /// Read options for one id's keys in the aggregate index or the
 /// idempotency records: RocksDB stops at the id's last key, so neither the
@@ -290,14 +217,7 @@ impl Store {
         db_options.set_paranoid_checks(true);
         db_options.increase_parallelism(2);
         db_options.set_max_background_jobs(2);
-        db_options.set_write_buffer_size(options.memtable_bytes);
-        // Batches bypass RocksDB's log (the engine's own holds them), so a
-        // flush must take every column family's memtable at the same
-        // point: the `meta/wal-ordinal` it writes then says how far all of
-        // the table files reach, and the log replays from there. Only a
-        // few small writes (the format, the publisher's cursor) still go
-        // through RocksDB's log.
-        db_options.set_atomic_flush(true);
+        db_options.set_write_buffer_size(64 << 20);
         db_options.set_max_total_wal_size(1 << 30);
         // One thread (the commit thread) writes nearly everything, so
         // concurrent memtable inserts buy nothing; and the hash memtables of
@@ -311,7 +231,7 @@ impl Store {
             table.set_bloom_filter(10.0, false);
             table.set_cache_index_and_filter_blocks(true);
             cf_options.set_block_based_table_factory(&table);
-            cf_options.set_write_buffer_size(options.memtable_bytes);
+            cf_options.set_write_buffer_size(64 << 20);
             cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
             if *cf == Cf::Catalog {
                 // Most lookups here are for keys that do not exist (a new
@@ -372,30 +292,14 @@ impl Store {
                 }
             }
         })?;
-        let db = Arc::new(db);
-        check_format(&db)?;
-        let (wal, replayed) = Wal::open(
-            &path.join(wal::DIR_NAME),
-            options.wal_segment_bytes,
-            flushed_ordinal(&db)?,
-            |ordinal, payload| {
-                let mut write = WriteOptions::default();
-                write.disable_wal(true);
-                db.write_opt(WriteBatch::from_data(payload), &write)
-                    .map_err(|e| StoreError::Corrupt {
-                        what: format!("write-ahead log record {ordinal}"),
-                        detail: e.into_string(),
-                    })
-            },
-        )?;
         let store = Store {
-            db,
+            db: Arc::new(db),
             path,
             expired,
             retention: options.idempotency_retention,
-            wal: Arc::new(Mutex::new(wal)),
         };
-        let report = recovery::recover(&store, options.verify, replayed.records, started)?;
+        store.check_format()?;
+        let report = recovery::recover(&store, options.verify, started)?;
         Ok((store, report))
     }
 
@@ -407,6 +311,36 @@ impl Store {
         self.db
             .cf_handle(cf.name())
             .expect("every column family is created at open")
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.db.get_cf(self.cf(Cf::Meta), keys::meta::FORMAT)? {
+            None => self.write_format(),
+            Some(bytes) => {
+                let found: u32 = envelope::decode(Kind::Meta, &bytes, || "meta/format".into())?;
+                if found == DATA_FORMAT {
+                    Ok(())
+                } else if UPGRADED_FORMATS.contains(&found) {
+                    // Before anything is written in the new format.
+                    self.write_format()
+                } else {
+                    Err(StoreError::Format {
+                        found,
+                        expected: DATA_FORMAT,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Records (synced) that the directory is of this build's format.
+    fn write_format(&self) -> Result<(), StoreError> {
+        let value = envelope::encode(Kind::Meta, &DATA_FORMAT)?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(Cf::Meta), keys::meta::FORMAT, value, &sync)?;
+        Ok(())
     }
 
     pub fn batch(&self) -> Batch {
@@ -499,40 +433,11 @@ impl Store {
     /// Writes a batch atomically. With `sync`, the write-ahead log is
     /// fsync'd before this returns: the only path by which an answer of
     /// success becomes possible.
-    ///
-    /// The batch goes into the engine's write-ahead log ([`wal`](crate::wal))
-    /// first, then into RocksDB's memtables with RocksDB's log off. Each
-    /// batch carries its log ordinal as `meta/wal-ordinal`, so a flush's
-    /// table files say which records they hold.
-    pub fn write(&self, mut batch: Batch, sync: bool) -> Result<(), StoreError> {
-        let mut wal = self
-            .wal
-            .lock()
-            .expect("the write-ahead log lock is never poisoned");
-        let ordinal = wal.next_ordinal();
-        batch.inner.put_cf(
-            self.cf(Cf::Meta),
-            keys::meta::WAL_ORDINAL,
-            envelope::encode(Kind::Meta, &ordinal)?,
-        );
-        wal.append(batch.inner.data(), sync, || flushed_ordinal(&self.db))?;
+    pub fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
-        options.disable_wal(true);
-        if let Err(err) = self.db.write_opt(batch.inner, &options) {
-            // The log holds a batch RocksDB does not: a restart replays it.
-            // Until then nothing more may be written past it.
-            wal.fail();
-            return Err(err.into());
-        }
+        options.set_sync(sync);
+        self.db.write_opt(batch.inner, &options)?;
         Ok(())
-    }
-
-    /// Segment files the write-ahead log has now.
-    pub fn wal_segments(&self) -> usize {
-        self.wal
-            .lock()
-            .expect("the write-ahead log lock is never poisoned")
-            .segments()
     }
 
     /// The sequence after the newest log record: where the next commit starts.
@@ -944,9 +849,6 @@ impl Store {
     /// hard-linked where the file system allows, so it is cheap. Every
     /// acknowledged transaction up to this call is in the copy.
     pub fn checkpoint(&self, target: &Path) -> Result<(), StoreError> {
-        // The copy has no write-ahead log of the engine's: what it must
-        // hold has to be in table files first.
-        self.flush()?;
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         checkpoint.create_checkpoint(target)?;
         Ok(())
@@ -998,12 +900,11 @@ impl Store {
         );
     }
 
-    /// Flushes every memtable to table files, all at the same point (tests
-    /// and backups).
+    /// Flushes memtables to SST files (tests and backups).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let families: Vec<&ColumnFamily> = Cf::ALL.iter().map(|cf| self.cf(*cf)).collect();
-        self.db
-            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf))?;
+        }
         Ok(())
     }
 
@@ -1013,16 +914,6 @@ impl Store {
     pub fn flush_and_wait(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
         let mut options = rocksdb::WaitForCompactOptions::default();
         options.set_flush(true);
-        options.set_timeout(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX));
-        self.db.wait_for_compact(&options)?;
-        Ok(())
-    }
-
-    /// Waits until no flush or compaction is running or due, without
-    /// asking for one (tests: a copy of the directory is then what a crash
-    /// would leave). Gives up after `timeout`.
-    pub fn wait_for_background_work(&self, timeout: Duration) -> Result<(), StoreError> {
-        let mut options = rocksdb::WaitForCompactOptions::default();
         options.set_timeout(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX));
         self.db.wait_for_compact(&options)?;
         Ok(())
