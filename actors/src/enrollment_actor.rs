@@ -25,6 +25,7 @@ use loyalty_engine::program::Program;
 use loyalty_engine::{BusinessId, DomainEvent, EnrollmentId, EventId, Timestamp, TransactionId};
 use loyalty_persistence::{
     CommitGroup, IdempotencyRecord, KeyDigests, LogRecord, Put, Store, StoreError, StoredAnswer,
+    KEY_DIGESTS_MAX,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -138,6 +139,8 @@ struct InflightKey {
     key: IdempotencyKey,
     request: Request,
     answer: StoredAnswer,
+    /// When its record was stamped (copied with it if the digests give up).
+    recorded_at: Timestamp,
     version: u64,
 }
 
@@ -257,6 +260,7 @@ impl EnrollmentActor {
         place: Reservation<'_>,
         before: u64,
         records: Vec<LogRecord>,
+        event_answer: Option<(usize, Vec<u8>)>,
         mut puts: Vec<Put>,
         shard: usize,
         mut answer: Option<DirectAnswer>,
@@ -268,10 +272,13 @@ impl EnrollmentActor {
             if snapshot {
                 puts.push(self.snapshot_put()?);
             }
-            let events = records
+            let mut events = records
                 .iter()
                 .map(Store::encode_event)
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some((index, value)) = event_answer {
+                events[index].answer = Some(value);
+            }
             // On failure `submit_for_shard` tells `answer`'s caller itself.
             let group = CommitGroup { events, puts };
             place.submit_for_shard(group, records, shard, self.id(), version, answer.take())?;
@@ -298,14 +305,23 @@ impl EnrollmentActor {
     /// A snapshot of the current state, with the key digests if they have
     /// been read.
     fn snapshot_put(&self) -> Result<Put, StoreError> {
-        Store::snapshot_put(&self.state, self.keys.as_ref())
+        Store::snapshot_put(&self.state, self.keys_for_snapshot())
+    }
+
+    /// The key digests a snapshot may carry: not digests given up on whose
+    /// records in `answers` are not yet queued to be copied, as a snapshot
+    /// cannot say so (activation reads the keys from the store instead).
+    fn keys_for_snapshot(&self) -> Option<&KeyDigests> {
+        self.keys
+            .as_ref()
+            .filter(|keys| keys.answers_uncopied() != Some(u64::MAX))
     }
 
     /// Notes that a snapshot made by [`Self::snapshot_put`] at `version` is
     /// queued for commit.
     fn note_snapshot_queued(&mut self, version: u64) {
         self.snapshot_queued = Some(version);
-        self.snapshot_has_keys = self.keys.is_some();
+        self.snapshot_has_keys = self.keys_for_snapshot().is_some();
     }
 
     /// Notes that the current state's version is queued for commit: its
@@ -372,6 +388,12 @@ impl EnrollmentActor {
         };
         if let Some(now) = read_at {
             let mut keys = rt.store.key_digests(self.id(), now)?;
+            if keys.count().is_none() {
+                // Given up on as read: the store cannot tell whether its
+                // records in `answers` were all copied to `idempotency`,
+                // so the next transaction copies them (again).
+                keys.set_answers_uncopied(Some(u64::MAX));
+            }
             // Keys in flight have no record in the store yet, and a retry
             // of one must still find it in `inflight_keys`, which is
             // searched only for a digest held. (Only a rescan can meet
@@ -407,6 +429,13 @@ impl EnrollmentActor {
     }
 
     /// Handles an earn, redeem or reverse for this enrollment.
+    ///
+    /// Its idempotency record goes in the same commit group as its events:
+    /// in `answers`, under its event's sequence, while the enrollment holds
+    /// the digests of its keys; in `idempotency`, by key, once they are
+    /// given up past their bound (keys are then looked up there without a
+    /// digest, so the transaction that gives them up copies the records
+    /// the enrollment has in `answers` there too).
     pub(crate) fn transact(&mut self, msg: Transact, rt: &Runtime, shard: usize) {
         self.last_used = Instant::now();
         if let Some(err) = &self.broken {
@@ -427,8 +456,15 @@ impl EnrollmentActor {
         // The same key seen before: the first answer again, or a conflict.
         // Most keys are new, and their digest says so without a look.
         let digest = KeyDigests::digest(key.as_str());
-        let maybe_seen = match self.keys(rt) {
-            Ok(keys) => keys.may_contain(digest),
+        let durable_version = self.durable.version;
+        let (maybe_seen, answers_too) = match self.keys(rt) {
+            Ok(keys) => (
+                keys.may_contain(digest),
+                keys.count().is_some()
+                    || keys
+                        .answers_uncopied()
+                        .is_some_and(|until| until > durable_version),
+            ),
             Err(err) => {
                 let _ = reply.send(Err(err));
                 return;
@@ -452,7 +488,15 @@ impl EnrollmentActor {
                 }
                 return;
             }
-            match rt.store.idempotency(self.id(), key.as_str()) {
+            // Past the bound with every record copied, `idempotency` has
+            // them all; otherwise `answers` may hold this key's.
+            let found = if answers_too {
+                rt.store
+                    .idempotency_up_to(self.id(), key.as_str(), Some(self.state.version))
+            } else {
+                rt.store.idempotency_by_key(self.id(), key.as_str())
+            };
+            match found {
                 Err(err) => {
                     let _ = reply.send(Err(err.into()));
                     return;
@@ -476,6 +520,15 @@ impl EnrollmentActor {
             }
         };
         let now = rt.clock.now();
+        let keep_for = rt.store.keep_keys_for();
+        // Read before deciding, for the same reason.
+        let copies = match self.copies_if_giving_up(rt, digest, now) {
+            Ok(copies) => copies,
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
         let transaction_id = TransactionId(Uuid::now_v7());
         let before = self.state.version;
         let applied = match enrollment::decide_in_place(
@@ -494,8 +547,9 @@ impl EnrollmentActor {
         let Applied { events, outcome } = applied;
         let outcome = outcome.expect("a request's decision has an outcome");
         let records = self.records(events, before + 1, now);
+        let event_index = outcome.event_index;
         let answer = StoredAnswer {
-            event_id: records[outcome.event_index].event_id,
+            event_id: records[event_index].event_id,
             outcome,
         };
         let record = IdempotencyRecord {
@@ -503,19 +557,27 @@ impl EnrollmentActor {
             answer,
             recorded_at: now,
         };
-        let put = match Store::idempotency_put(self.id(), key.as_str(), &record) {
-            Ok(put) => put,
-            Err(err) => {
-                let err = EngineError::from(err);
-                self.stop_answering(&err);
-                let _ = reply.send(Err(err));
-                return;
-            }
-        };
         // Before the commit is queued: a snapshot in the same group must
         // count this key. (`keys` was read above.)
-        if let Some(keys) = self.keys.as_mut() {
-            keys.insert(digest, now, rt.store.keep_keys_for());
+        let keys = self.keys.as_mut().expect("read above");
+        keys.insert(digest, now, keep_for);
+        let holds_digests = keys.count().is_some();
+        if copies.is_some() {
+            keys.set_answers_uncopied(Some(self.state.version));
+        }
+        let mut puts = copies.unwrap_or_default();
+        let mut event_answer = None;
+        let written = if holds_digests {
+            loyalty_persistence::records::answer::encode(key.as_str(), &record)
+                .map(|value| event_answer = Some((event_index, value)))
+        } else {
+            Store::idempotency_put(self.id(), key.as_str(), &record).map(|put| puts.push(put))
+        };
+        if let Err(err) = written {
+            let err = EngineError::from(err);
+            self.stop_answering(&err);
+            let _ = reply.send(Err(err));
+            return;
         }
         let IdempotencyRecord {
             request, answer, ..
@@ -523,17 +585,70 @@ impl EnrollmentActor {
         // The commit thread answers once the group is durable; a failure
         // to queue it is answered by `commit_applied`.
         let direct = Some((answer.clone(), reply));
-        if let Ok(version) =
-            self.commit_applied(rt, place, before, records, vec![put], shard, direct)
-        {
+        if let Ok(version) = self.commit_applied(
+            rt,
+            place,
+            before,
+            records,
+            event_answer,
+            puts,
+            shard,
+            direct,
+        ) {
             self.inflight_keys.push(InflightKey {
                 digest,
                 key,
                 request,
                 answer,
+                recorded_at: now,
                 version,
             });
         }
+    }
+
+    /// If noting `digest` at `now` would give the enrollment's key digests
+    /// up past their bound, or they were given up on without their records
+    /// in `answers` being copied (read back so from the store), the copies
+    /// to write to `idempotency` with the transaction: every record the
+    /// retention still keeps in `answers`, and those of the keys in flight.
+    fn copies_if_giving_up(
+        &self,
+        rt: &Runtime,
+        digest: u32,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Put>>, EngineError> {
+        let keys = self.keys.as_ref().expect("read by the caller");
+        let giving_up = match keys.count() {
+            None => keys.answers_uncopied() == Some(u64::MAX),
+            // Only a full set can give up; try the insert on a copy.
+            Some(count) if count >= KEY_DIGESTS_MAX => {
+                let mut probe = keys.clone();
+                probe.insert(digest, now, rt.store.keep_keys_for());
+                probe.count().is_none()
+            }
+            Some(_) => false,
+        };
+        if !giving_up {
+            return Ok(None);
+        }
+        let mut puts = Vec::new();
+        for (key, record) in rt.store.answers_of(self.id(), now)? {
+            puts.push(Store::idempotency_put(self.id(), &key, &record)?);
+        }
+        for k in &self.inflight_keys {
+            let record = IdempotencyRecord {
+                request: k.request.clone(),
+                answer: k.answer.clone(),
+                recorded_at: k.recorded_at,
+            };
+            puts.push(Store::idempotency_put(self.id(), k.key.as_str(), &record)?);
+        }
+        tracing::info!(
+            enrollment = %self.id(),
+            records = puts.len(),
+            "key digests given up past their bound; idempotency records copied to be found by key"
+        );
+        Ok(Some(puts))
     }
 
     /// Commits what the clock has made due, if anything. Returns the
@@ -550,7 +665,7 @@ impl EnrollmentActor {
             return Ok(None);
         }
         let records = self.records(applied.events, before + 1, now);
-        self.commit_applied(rt, place, before, records, Vec::new(), shard, None)
+        self.commit_applied(rt, place, before, records, None, Vec::new(), shard, None)
             .map(Some)
     }
 
@@ -591,7 +706,7 @@ impl EnrollmentActor {
                 return IdleStep::Stay;
             }
         }
-        let keys_unsaved = self.keys.is_some() && !self.snapshot_has_keys;
+        let keys_unsaved = self.keys_for_snapshot().is_some() && !self.snapshot_has_keys;
         if self.snapshot_version < self.state.version || keys_unsaved {
             // Nothing changes in memory here, so a refusal only defers it.
             let version = self.state.version;

@@ -938,10 +938,16 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
     passivated(&engine).await;
     assert_eq!(saved().count(), None);
 
-    // Every record so far is past the retention by this machine's clock.
+    // Every record so far is past the retention by this machine's clock:
+    // the first KEY_DIGESTS_MAX twice (in `answers`, and the copy to
+    // `idempotency` made as the digests gave up), the rest and "before"
+    // once.
     engine.store().flush().unwrap();
     engine.store().compact_idempotency();
-    assert_eq!(engine.store().idempotency_records_expired(), n as u64 + 1);
+    assert_eq!(
+        engine.store().idempotency_records_expired(),
+        (KEY_DIGESTS_MAX + n + 1) as u64
+    );
 
     // "after" is decided while the digests are still given up on, and its
     // write is held back. The clock then reaches the rescan, and a retry of
@@ -985,4 +991,118 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
         "digests again, of what the store has left"
     );
     engine.shutdown();
+}
+
+/// Digests read back from the store can come out "too many" where the
+/// enrollment never gave them up (the store still holds records the
+/// digests had aged out, not yet compacted away). Its records in `answers`
+/// were then never copied to `idempotency`, where keys are looked up past
+/// the bound: until its next transaction copies them, they are looked up
+/// in `answers` too, and no retry of a key within the retention is taken
+/// for new, before the copy, after it, or after a restart from a snapshot
+/// that says "too many".
+#[actix_rt::test]
+async fn digests_read_back_past_the_bound_copy_their_answers_before_relying_on_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemClock.now();
+    let days_ago = |days: i64| Timestamp(now.0 - days * DAY_MS);
+    let clock = Arc::new(ManualClock::new(days_ago(20)));
+    let mut options = StoreOptions::new(dir.path());
+    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    let config = EngineConfig {
+        // No snapshot covers the tail at the restart: the digests are read
+        // back from the store.
+        snapshot_every_events: 1_000_000,
+        passivate_after: Duration::from_millis(100),
+        tick_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let start_on = |clock: &Arc<ManualClock>| {
+        let (store, report) = Store::open(&options).unwrap();
+        Engine::start(store, &report, config.clone(), clock.clone()).unwrap()
+    };
+    let engine = start_on(&clock);
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let a = enroll(&engine, business, program, "a").await.enrollment_id;
+    let old = KEY_DIGESTS_MAX - 10;
+    let commands = (0..old)
+        .map(|i| (a, key(&format!("old-{i}")), earn(1)))
+        .collect();
+    assert!(engine
+        .transact_many(business, commands)
+        .await
+        .iter()
+        .all(|r| r.is_ok()));
+    // A retention later the digests let the old keys go; the store keeps
+    // their records until a compaction.
+    clock.set(days_ago(12));
+    let mut late = Vec::new();
+    for i in 0..20 {
+        let answer = engine
+            .transact(business, a, key(&format!("late-{i}")), earn(10))
+            .await
+            .unwrap();
+        late.push(answer);
+    }
+    let balance = old as i64 + 200;
+    engine.shutdown();
+    assert!(engine_snapshot_lags(&options, a));
+
+    let engine = start_on(&clock);
+    let retry = |i: usize| engine.transact(business, a, key(&format!("late-{i}")), earn(10));
+    // Read back "too many", nothing copied yet: found in `answers`.
+    assert_eq!(retry(3).await.unwrap(), late[3]);
+    // A new key: its transaction copies the records the retention keeps.
+    engine
+        .transact(business, a, key("fresh"), earn(1))
+        .await
+        .unwrap();
+    for i in [5, 19] {
+        let copied = engine.store().idempotency_by_key(a, &format!("late-{i}"));
+        assert!(copied.unwrap().is_some(), "late-{i} copied");
+    }
+    assert!(
+        engine
+            .store()
+            .idempotency_by_key(a, "old-1")
+            .unwrap()
+            .is_none(),
+        "past the retention: not copied"
+    );
+    assert_eq!(retry(5).await.unwrap(), late[5], "found by key once copied");
+    assert_eq!(
+        engine.balance(business, a).await.unwrap().balance,
+        balance + 1
+    );
+    passivated(&engine).await;
+    let snapshot = engine.store().snapshot(a).unwrap().unwrap();
+    let keys = snapshot.keys.expect("once copied, a snapshot carries them");
+    assert_eq!(keys.count(), None, "past the bound");
+    engine.shutdown();
+
+    // From that snapshot ("too many", the copies durable before it).
+    let engine = start_on(&clock);
+    for i in [0, 19] {
+        let again = engine
+            .transact(business, a, key(&format!("late-{i}")), earn(10))
+            .await
+            .unwrap();
+        assert_eq!(again, late[i]);
+    }
+    assert_eq!(
+        engine.balance(business, a).await.unwrap().balance,
+        balance + 1
+    );
+    engine.shutdown();
+}
+
+/// Whether `id`'s snapshot (if any) is older than its newest event, so that
+/// activation reads its key digests from the store.
+fn engine_snapshot_lags(options: &StoreOptions, id: loyalty_engine::EnrollmentId) -> bool {
+    let (store, _) = Store::open(options).unwrap();
+    let newest = store.aggregate_version(id.0).unwrap().unwrap();
+    store
+        .snapshot(id)
+        .unwrap()
+        .is_none_or(|s| s.version < newest)
 }

@@ -9,7 +9,11 @@
 //! record, so the store is not asked; a digest that is held (a repeat, or
 //! one collision in about 2^32 / n) is looked up as before. The digests
 //! are a filter in front of the store, never in place of it: they may say
-//! "maybe" wrongly, never "no".
+//! "maybe" wrongly, never "no". They are also what finds a record kept in
+//! `answers` by its event's sequence ([`crate::records::answer`]): only a
+//! key whose digest is held is looked for there, so past the bound, where
+//! every key is looked up without one, records are kept and copied by key
+//! ([`KeyDigests::answers_uncopied`]).
 //!
 //! **They age with the records.** Records are dropped once older than the
 //! store's retention ([`crate::retention`]), so a digest need not outlive
@@ -72,10 +76,11 @@ pub const KEY_DIGESTS_MAX: usize = 4_096;
 ///   a retention has passed since), `current_newest` the same for the
 ///   current one (none if unknown, as for digests of a format-2 snapshot:
 ///   the generation then counts as noted when it becomes the older one);
-/// - `[TOO_MANY, has_rescan, rescan_at low, rescan_at high]`: more than
-///   [`KEY_DIGESTS_MAX`] keys, every key looked up; `rescan_at` (in
-///   milliseconds, if `has_rescan`) is when the keys are worth reading
-///   from the store again, never without a retention.
+/// - `[TOO_MANY, has_rescan, rescan_at low, rescan_at high, uncopied low,
+///   uncopied high]`: more than [`KEY_DIGESTS_MAX`] keys, every key looked
+///   up; `rescan_at` (in milliseconds, if `has_rescan`) is when the keys
+///   are worth reading from the store again, never without a retention;
+///   `uncopied` is [`KeyDigests::answers_uncopied`] (0 for none).
 ///
 /// Snapshots hold [`Generations`] instead, checked as they are read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,7 +200,34 @@ impl KeyDigests {
                 u32::from(rescan_at.is_some()),
                 ms as u32,
                 (ms >> 32) as u32,
+                0,
+                0,
             ],
+        }
+    }
+
+    /// Past the bound, the records in `answers` may lack their copy in
+    /// `idempotency` (where keys are looked up while the digests are given
+    /// up on) until this version is durable: `Some(u64::MAX)` while the
+    /// copies are not even queued. `None` once they are all copied, and
+    /// while digests are held (every key is then found through them).
+    /// Only in memory: a snapshot is written either after the copies
+    /// (so they are durable when it is) or without these digests.
+    pub fn answers_uncopied(&self) -> Option<u64> {
+        match self.words[..] {
+            [TOO_MANY, _, _, _, low, high] => {
+                Some(u64::from(high) << 32 | u64::from(low)).filter(|v| *v != 0)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets [`KeyDigests::answers_uncopied`]; nothing while digests are held.
+    pub fn set_answers_uncopied(&mut self, until: Option<u64>) {
+        if let [TOO_MANY, _, _, _, ref mut low, ref mut high] = self.words[..] {
+            let until = until.unwrap_or(0);
+            *low = until as u32;
+            *high = (until >> 32) as u32;
         }
     }
 
@@ -307,7 +339,7 @@ impl KeyDigests {
     /// digests are held, or for good without a retention.
     pub fn rescan_at(&self) -> Option<Timestamp> {
         match self.words[..] {
-            [TOO_MANY, 1, low, high] => {
+            [TOO_MANY, 1, low, high, _, _] => {
                 Some(Timestamp((u64::from(high) << 32 | u64::from(low)) as i64))
             }
             _ => None,
@@ -334,7 +366,7 @@ impl KeyDigests {
     /// would take known keys for new.
     pub fn is_well_formed(&self) -> bool {
         match self.words[..] {
-            [] | [TOO_MANY, 0 | 1, _, _] => true,
+            [] | [TOO_MANY, 0 | 1, _, _, _, _] => true,
             [TOO_MANY, ..] => false,
             [older_len, _, _, ref digests @ ..] => {
                 digests.len() <= KEY_DIGESTS_MAX

@@ -7,6 +7,7 @@
 //! | `aggregate` | aggregate id (16) + version `u64` | sequence `u64`: one aggregate's history |
 //! | `snapshot` | aggregate id (16) | [`SnapshotRecord`](crate::SnapshotRecord) |
 //! | `idempotency` | enrollment id (16) + key bytes | [`IdempotencyRecord`](crate::IdempotencyRecord) |
+//! | `answers` | sequence `u64` of the transaction's event | its key and [`IdempotencyRecord`](crate::IdempotencyRecord) ([`crate::records::answer`]) |
 //! | `catalog` | tag byte + ids (see [`catalog`]) | catalog records |
 //! | `meta` | name | format version, cursors |
 
@@ -17,16 +18,18 @@ pub enum Cf {
     Aggregate,
     Snapshot,
     Idempotency,
+    Answers,
     Catalog,
     Meta,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 6] = [
+    pub const ALL: [Cf; 7] = [
         Cf::Log,
         Cf::Aggregate,
         Cf::Snapshot,
         Cf::Idempotency,
+        Cf::Answers,
         Cf::Catalog,
         Cf::Meta,
     ];
@@ -37,6 +40,7 @@ impl Cf {
             Cf::Aggregate => "aggregate",
             Cf::Snapshot => "snapshot",
             Cf::Idempotency => "idempotency",
+            Cf::Answers => "answers",
             Cf::Catalog => "catalog",
             Cf::Meta => "meta",
         }

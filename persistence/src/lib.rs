@@ -7,7 +7,8 @@
 //! - [`keys`]: the column families and the byte layout of every key. Read
 //!   this first to see what lives where.
 //! - [`records`]: what the values are ([`LogRecord`], snapshots,
-//!   idempotency records).
+//!   idempotency records, and [`records::answer`]: how a record is kept
+//!   by its event's sequence).
 //! - [`key_digests`]: how an active enrollment knows a key is new without
 //!   asking the store.
 //! - [`retention`]: how long idempotency records are kept, and how

@@ -140,6 +140,78 @@ impl IdempotencyRecord {
     }
 }
 
+/// Values of the `answers` column family: an idempotency record kept under
+/// the sequence of its transaction's event, with its key in front.
+///
+/// A record kept by (enrollment, key) is an insert at a random place of a
+/// hashed memtable on the commit thread and a merge of its hashed lists at
+/// every flush: a quarter of the engine's CPU per batched earn (notes,
+/// "What remains", item 4). Kept by sequence, it goes in behind the log's
+/// own record, in order. Lookups by key are rare (a retry, or another key
+/// of the same digest) and walk the enrollment's index for the sequences
+/// ([`Store::idempotency`](crate::Store::idempotency)).
+///
+/// Layout: the key's length (one byte: keys are at most
+/// [`IDEMPOTENCY_KEY_BYTES_MAX`] bytes), the key, then the record's
+/// envelope as [`IdempotencyRecord::encode`] makes it (its time first,
+/// for the retention's compaction filter).
+pub mod answer {
+    use super::IdempotencyRecord;
+    use crate::error::StoreError;
+    use loyalty_engine::limits::IDEMPOTENCY_KEY_BYTES_MAX;
+    use loyalty_engine::Timestamp;
+
+    const _: () = assert!(IDEMPOTENCY_KEY_BYTES_MAX <= u8::MAX as usize);
+
+    /// The stored value of `key`'s record.
+    pub fn encode(key: &str, record: &IdempotencyRecord) -> Result<Vec<u8>, StoreError> {
+        let length = u8::try_from(key.len()).map_err(|_| StoreError::Encode {
+            what: "answer",
+            detail: format!("idempotency key of {} bytes", key.len()),
+        })?;
+        let envelope = record.encode()?;
+        let mut out = Vec::with_capacity(1 + key.len() + envelope.len());
+        out.push(length);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&envelope);
+        Ok(out)
+    }
+
+    /// The key and the record's envelope; `None` if the value is too short
+    /// for the length it gives.
+    fn split(value: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (&length, rest) = value.split_first()?;
+        (rest.len() >= usize::from(length)).then(|| rest.split_at(usize::from(length)))
+    }
+
+    fn short(what: impl FnOnce() -> String) -> StoreError {
+        StoreError::Corrupt {
+            what: what(),
+            detail: "shorter than the key length it starts with".into(),
+        }
+    }
+
+    /// The key a stored value is the record of.
+    pub fn key_of(value: &[u8], what: impl FnOnce() -> String) -> Result<&[u8], StoreError> {
+        split(value).map(|(key, _)| key).ok_or_else(|| short(what))
+    }
+
+    /// The key and the record.
+    pub fn decode(
+        value: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<(&[u8], IdempotencyRecord), StoreError> {
+        let (key, envelope) = split(value).ok_or_else(|| short(&what))?;
+        Ok((key, IdempotencyRecord::decode(envelope, what)?))
+    }
+
+    /// When the record was recorded, decoding nothing else.
+    pub fn recorded_at_of(value: &[u8]) -> Result<Timestamp, StoreError> {
+        let (_, envelope) = split(value).ok_or_else(|| short(String::new))?;
+        IdempotencyRecord::recorded_at_of(envelope)
+    }
+}
+
 /// An API key, found by the SHA-256 of its text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {

@@ -2,8 +2,10 @@
 //! drops them afterwards.
 //!
 //! Every successful transaction leaves an idempotency record (its first
-//! request and its answer), so without a bound the `idempotency` column
-//! family grows with every sale for ever. The contract promises keys for
+//! request and its answer; in the `answers` column family, or in
+//! `idempotency` for an enrollment past its key digests' bound and for
+//! directories written before format 4), so without a bound those
+//! families grow with every sale for ever. The contract promises keys for
 //! at least [`MIN_IDEMPOTENCY_RETENTION`] (7 days); the engine keeps them
 //! [`DEFAULT_IDEMPOTENCY_RETENTION`] unless told otherwise, and never less
 //! than the contract's 7 days.
@@ -37,7 +39,7 @@
 //! A record that cannot be decoded is kept: dropping it would hide damage
 //! that reading it reports.
 
-use crate::records::IdempotencyRecord;
+use crate::records::{answer, IdempotencyRecord};
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use std::ffi::CStr;
@@ -113,6 +115,17 @@ impl Default for IdempotencyRetention {
 pub(crate) struct RetentionFilterFactory {
     pub retention: IdempotencyRetention,
     pub dropped: Arc<AtomicU64>,
+    /// How the family's values are laid out.
+    pub layout: RecordLayout,
+}
+
+/// Which of the two families holding idempotency records a filter judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecordLayout {
+    /// `idempotency`: a record's envelope.
+    Keyed,
+    /// `answers`: its key, then its envelope ([`crate::records::answer`]).
+    Answer,
 }
 
 impl CompactionFilterFactory for RetentionFilterFactory {
@@ -126,6 +139,7 @@ impl CompactionFilterFactory for RetentionFilterFactory {
         ExpiredRecords {
             recorded_before_ms: now_ms.saturating_sub(keep_for_ms),
             dropped: self.dropped.clone(),
+            layout: self.layout,
         }
     }
 
@@ -140,6 +154,7 @@ impl CompactionFilterFactory for RetentionFilterFactory {
 pub(crate) struct ExpiredRecords {
     recorded_before_ms: i64,
     dropped: Arc<AtomicU64>,
+    layout: RecordLayout,
 }
 
 /// Whether a stored idempotency record was recorded before
@@ -153,9 +168,21 @@ pub fn expired(value: &[u8], recorded_before_ms: i64) -> bool {
     }
 }
 
+/// [`expired`] for a value of the `answers` family.
+pub fn answer_expired(value: &[u8], recorded_before_ms: i64) -> bool {
+    match answer::recorded_at_of(value) {
+        Ok(recorded_at) => recorded_at.0 < recorded_before_ms,
+        Err(_) => false,
+    }
+}
+
 impl CompactionFilter for ExpiredRecords {
     fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> Decision {
-        if expired(value, self.recorded_before_ms) {
+        let expired = match self.layout {
+            RecordLayout::Keyed => expired(value, self.recorded_before_ms),
+            RecordLayout::Answer => answer_expired(value, self.recorded_before_ms),
+        };
+        if expired {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             Decision::Remove
         } else {
@@ -215,14 +242,16 @@ mod tests {
 
     #[test]
     fn an_undecodable_value_is_kept() {
-        let mut filter = ExpiredRecords {
-            recorded_before_ms: i64::MAX,
-            dropped: Arc::default(),
-        };
-        assert!(matches!(
-            filter.filter(1, b"key", b"not an envelope"),
-            Decision::Keep
-        ));
-        assert_eq!(filter.dropped.load(Ordering::Relaxed), 0);
+        for layout in [RecordLayout::Keyed, RecordLayout::Answer] {
+            let mut filter = ExpiredRecords {
+                recorded_before_ms: i64::MAX,
+                dropped: Arc::default(),
+                layout,
+            };
+            for value in [&b"not an envelope"[..], b"", b"\x05abc"] {
+                assert!(matches!(filter.filter(1, b"key", value), Decision::Keep));
+            }
+            assert_eq!(filter.dropped.load(Ordering::Relaxed), 0);
+        }
     }
 }

@@ -5,11 +5,11 @@ use crate::error::StoreError;
 use crate::key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 use crate::keys::{self, Cf};
 use crate::records::{
-    IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef, SnapshotRecordV1,
+    answer, IdempotencyRecord, LogRecord, SnapshotRecord, SnapshotRecordRef, SnapshotRecordV1,
     SnapshotRecordV2,
 };
 use crate::recovery::{self, RecoveryReport};
-use crate::retention::{IdempotencyRetention, RetentionFilterFactory};
+use crate::retention::{IdempotencyRetention, RecordLayout, RetentionFilterFactory};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId, Timestamp};
 use rocksdb::{
@@ -71,6 +71,10 @@ pub struct EncodedEvent {
     pub version: u64,
     /// `envelope(LogRecord)`.
     pub value: Vec<u8>,
+    /// The idempotency record of the transaction this event records, as
+    /// [`records::answer::encode`](crate::records::answer::encode) makes it:
+    /// written to `answers` under the event's sequence.
+    pub answer: Option<Vec<u8>>,
 }
 
 /// A keyed write beside the events (snapshot, idempotency, catalog row).
@@ -117,7 +121,10 @@ impl CommitGroup {
             .map(|event| {
                 let log = keys::SEQUENCE_BYTES + event.value.len();
                 let index = keys::AGGREGATE_VERSION_BYTES + keys::SEQUENCE_BYTES;
-                log + index + 2 * BATCH_RECORD_FRAMING_MAX_BYTES
+                let answer = event.answer.as_ref().map_or(0, |answer| {
+                    keys::SEQUENCE_BYTES + answer.len() + BATCH_RECORD_FRAMING_MAX_BYTES
+                });
+                log + index + answer + 2 * BATCH_RECORD_FRAMING_MAX_BYTES
             })
             .sum();
         let puts: usize = self
@@ -169,7 +176,9 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
 ///
-/// 3 since snapshots carry key digests that age with the records'
+/// 4 since idempotency records are kept by the sequence of their event in
+/// `answers` ([`crate::records::answer`]): a build from before would not
+/// look there, and take a retry for a new transaction. 3 since snapshots carry key digests that age with the records'
 /// retention (envelope format
 /// [`SNAPSHOT_FORMAT`](crate::envelope::SNAPSHOT_FORMAT)); 2 since
 /// idempotency records put `recorded_at` first (envelope format
@@ -179,10 +188,19 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 /// change at start-up ("data directory format 3 is not supported"),
 /// instead of letting it serve and then fail on the first record it
 /// cannot read.
-pub const DATA_FORMAT: u32 = 3;
+pub const DATA_FORMAT: u32 = 4;
 
 /// Older data directory formats this build reads, and upgrades on open.
-const UPGRADED_FORMATS: [u32; 2] = [1, 2];
+const UPGRADED_FORMATS: [u32; 3] = [1, 2, 3];
+
+/// Versions in the first window a lookup of a key in `answers` reads
+/// ([`Store::idempotency_up_to`]); each next window is eight times wider.
+const ANSWER_WINDOW_FIRST_VERSIONS: u64 = 16;
+
+/// A duration in whole milliseconds, saturating.
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// Read options for one id's keys in the aggregate index or the
 /// idempotency records: RocksDB stops at the id's last key, so neither the
@@ -266,11 +284,16 @@ impl Store {
                     branching_factor: 4,
                 });
             }
-            if *cf == Cf::Idempotency {
+            if *cf == Cf::Idempotency || *cf == Cf::Answers {
                 if let Some(retention) = options.idempotency_retention {
                     cf_options.set_compaction_filter_factory(RetentionFilterFactory {
                         retention,
                         dropped: expired.clone(),
+                        layout: if *cf == Cf::Answers {
+                            RecordLayout::Answer
+                        } else {
+                            RecordLayout::Keyed
+                        },
                     });
                     cf_options
                         .set_periodic_compaction_seconds(retention.periodic_compaction().as_secs());
@@ -401,6 +424,7 @@ impl Store {
         next_sequence: &mut u64,
     ) -> Vec<u64> {
         let log = self.cf(Cf::Log);
+        let answers = self.cf(Cf::Answers);
         let mut index: Vec<([u8; 24], u64)> = Vec::new();
         let mut puts: Vec<&Put> = Vec::new();
         let mut lasts = Vec::new();
@@ -408,6 +432,10 @@ impl Store {
             for event in &group.events {
                 let seq = *next_sequence;
                 batch.inner.put_cf(log, keys::sequence(seq), &event.value);
+                if let Some(answer) = &event.answer {
+                    // In sequence order, as the log's: no search, no merge.
+                    batch.inner.put_cf(answers, keys::sequence(seq), answer);
+                }
                 index.push((
                     keys::aggregate_version(event.aggregate_id.as_bytes(), event.version),
                     seq,
@@ -477,12 +505,14 @@ impl Store {
 
     /// An aggregate's events with versions in `from..=to`, oldest first.
     /// Versions must be contiguous: a gap is damage, not an empty slot.
-    pub fn aggregate_events(
+    /// The log sequences of an aggregate's versions `from..=to` (fewer if
+    /// it has fewer), checked to follow one another.
+    fn aggregate_sequences(
         &self,
         aggregate_id: Uuid,
         from: u64,
         to: u64,
-    ) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
         let id = aggregate_id.as_bytes();
         let start = keys::aggregate_version(id, from);
         let mut sequences = Vec::new();
@@ -511,6 +541,16 @@ impl Store {
             })?;
             sequences.push((version, seq));
         }
+        Ok(sequences)
+    }
+
+    pub fn aggregate_events(
+        &self,
+        aggregate_id: Uuid,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+        let sequences = self.aggregate_sequences(aggregate_id, from, to)?;
         let log = self.cf(Cf::Log);
         let values = self
             .db
@@ -624,8 +664,9 @@ impl Store {
 
     /// Digests of an enrollment's idempotency keys, read from their records
     /// at `now` (for an enrollment whose snapshot does not have them, or
-    /// whose digests gave up and are due again). Reads at most
-    /// [`KEY_DIGESTS_MAX`] + 1 records, and keeps them out of the block
+    /// whose digests gave up and are due again), in both families that
+    /// hold them. Reads at most [`KEY_DIGESTS_MAX`] + 1 records, the whole
+    /// index to find those in `answers`, and keeps them out of the block
     /// cache: this is a one-off read, not a working set.
     pub fn key_digests(&self, id: EnrollmentId, now: Timestamp) -> Result<KeyDigests, StoreError> {
         let prefix = id.as_bytes();
@@ -656,6 +697,22 @@ impl Store {
                 return Ok(KeyDigests::read_back(None, newest, self.keep_keys_for()));
             }
             digests.push(KeyDigests::digest_bytes(key));
+        }
+        let mut too_many = false;
+        self.for_each_answer(id, |version, value| {
+            if let Ok(recorded_at) = answer::recorded_at_of(value) {
+                newest = newest.max(recorded_at);
+            }
+            if digests.len() == KEY_DIGESTS_MAX {
+                too_many = true;
+                return Ok(false);
+            }
+            let key = answer::key_of(value, || format!("answer of {id} v{version}"))?;
+            digests.push(KeyDigests::digest_bytes(key));
+            Ok(true)
+        })?;
+        if too_many {
+            return Ok(KeyDigests::read_back(None, newest, self.keep_keys_for()));
         }
         digests.sort_unstable();
         digests.dedup();
@@ -750,7 +807,75 @@ impl Store {
         })
     }
 
+    /// The idempotency record of `key` for an enrollment, if the store
+    /// still has it, looked for among all its versions (see
+    /// [`Store::idempotency_up_to`]).
     pub fn idempotency(
+        &self,
+        enrollment: EnrollmentId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.idempotency_up_to(enrollment, key, None)
+    }
+
+    /// The idempotency record of `key` for an enrollment, if the store
+    /// still has it: kept by key in `idempotency` (written for an
+    /// enrollment past its key digests' bound, or before format 4), or
+    /// else among the `answers` of its versions up to `newest_version`
+    /// (every version if `None`), newest first.
+    ///
+    /// Only asked for a key whose digest the enrollment holds: a retry
+    /// (usually of a recent transaction, found in the first window) or, in
+    /// about one key of 2^32 / n, a new key sharing a digest, which reads
+    /// the enrollment's whole index and the answers it points to.
+    pub fn idempotency_up_to(
+        &self,
+        enrollment: EnrollmentId,
+        key: &str,
+        newest_version: Option<u64>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if let Some(record) = self.idempotency_by_key(enrollment, key)? {
+            return Ok(Some(record));
+        }
+        let newest = match newest_version {
+            Some(version) => version,
+            None => match self.aggregate_version(enrollment.0)? {
+                Some(version) => version,
+                None => return Ok(None),
+            },
+        };
+        let answers = self.cf(Cf::Answers);
+        // Windows of versions, newest first, each eight times the last.
+        let mut to = newest;
+        let mut width = ANSWER_WINDOW_FIRST_VERSIONS;
+        while to >= 1 {
+            let from = to.saturating_sub(width - 1).max(1);
+            let sequences = self.aggregate_sequences(enrollment.0, from, to)?;
+            let values = self.db.multi_get_cf(
+                sequences
+                    .iter()
+                    .map(|(_, seq)| (answers, keys::sequence(*seq))),
+            );
+            for ((version, seq), value) in sequences.iter().zip(values).rev() {
+                let Some(value) = value? else { continue };
+                let what = || format!("answer of {enrollment} v{version} (log record {seq})");
+                if answer::key_of(&value, what)? == key.as_bytes() {
+                    return answer::decode(&value, what).map(|(_, record)| Some(record));
+                }
+            }
+            if from == 1 {
+                break;
+            }
+            to = from - 1;
+            width = width.saturating_mul(8);
+        }
+        Ok(None)
+    }
+
+    /// The idempotency record of `key` kept by key in `idempotency`, if
+    /// any: where an enrollment past its key digests' bound finds its keys
+    /// once its records in `answers` are copied there.
+    pub fn idempotency_by_key(
         &self,
         enrollment: EnrollmentId,
         key: &str,
@@ -763,6 +888,63 @@ impl Store {
             })
             .map(Some),
         }
+    }
+
+    /// Every idempotency record of an enrollment in `answers` that its
+    /// retention still keeps at `now`, with its key: what an enrollment
+    /// that gives up on its key digests copies to `idempotency`, where a
+    /// key is found without its digest.
+    pub fn answers_of(
+        &self,
+        enrollment: EnrollmentId,
+        now: Timestamp,
+    ) -> Result<Vec<(String, IdempotencyRecord)>, StoreError> {
+        let kept_from = self
+            .keep_keys_for()
+            .map(|keep_for| Timestamp(now.0.saturating_sub(duration_ms(keep_for))));
+        let mut out = Vec::new();
+        self.for_each_answer(enrollment, |version, value| {
+            let what = || format!("answer of {enrollment} v{version}");
+            let (key, record) = answer::decode(value, what)?;
+            if kept_from.is_none_or(|from| record.recorded_at >= from) {
+                let key = String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupt {
+                    what: what(),
+                    detail: "its key is not UTF-8".into(),
+                })?;
+                out.push((key, record));
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with the version and value of every answer an
+    /// enrollment has, oldest first, until it returns `false`. Reads the
+    /// whole index, and keeps what it reads out of the block cache: a
+    /// one-off read, not a working set.
+    fn for_each_answer(
+        &self,
+        enrollment: EnrollmentId,
+        mut each: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let sequences = self.aggregate_sequences(enrollment.0, 1, u64::MAX)?;
+        let answers = self.cf(Cf::Answers);
+        for chunk in sequences.chunks(1024) {
+            let mut options = ReadOptions::default();
+            options.fill_cache(false);
+            let values = self.db.multi_get_cf_opt(
+                chunk.iter().map(|(_, seq)| (answers, keys::sequence(*seq))),
+                &options,
+            );
+            for ((version, _), value) in chunk.iter().zip(values) {
+                if let Some(value) = value? {
+                    if !each(*version, &value)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn idempotency_put(
@@ -820,6 +1002,7 @@ impl Store {
             aggregate_id: record.aggregate_id,
             version: record.version,
             value: envelope::encode(Kind::LogRecord, record)?,
+            answer: None,
         })
     }
 
@@ -892,12 +1075,10 @@ impl Store {
         let mut options = rocksdb::CompactOptions::default();
         // Rewrite the bottom level too: that is where old records sit.
         options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db.compact_range_cf_opt(
-            self.cf(Cf::Idempotency),
-            None::<&[u8]>,
-            None::<&[u8]>,
-            &options,
-        );
+        for cf in [Cf::Idempotency, Cf::Answers] {
+            self.db
+                .compact_range_cf_opt(self.cf(cf), None::<&[u8]>, None::<&[u8]>, &options);
+        }
     }
 
     /// Flushes memtables to SST files (tests and backups).

@@ -176,14 +176,14 @@ fn a_directory_of_another_format_is_refused() {
             err,
             StoreError::Format {
                 found: 99,
-                expected: 3
+                expected: 4
             }
         ),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "data directory format 99 is not supported (this build reads formats up to 3)"
+        "data directory format 99 is not supported (this build reads formats up to 4)"
     );
     assert_eq!(
         format(dir.path()),
@@ -192,13 +192,14 @@ fn a_directory_of_another_format_is_refused() {
     );
 }
 
-/// A directory of format 1 (idempotency records with `recorded_at` last)
-/// or 2 (snapshot digests that do not age) is read as it is and marked
-/// format 3 on open, so that a build from before format 3 refuses it at
-/// start-up rather than failing later on a record it cannot read.
+/// A directory of format 1 (idempotency records with `recorded_at` last),
+/// 2 (snapshot digests that do not age) or 3 (every idempotency record
+/// kept by key) is read as it is and marked format 4 on open, so that a
+/// build from before format 4 refuses it at start-up rather than failing
+/// later on a record it cannot read, or missing one it does not look for.
 #[test]
 fn a_directory_of_a_previous_format_is_upgraded_on_open() {
-    for previous in [1, 2] {
+    for previous in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), true);
         set_format(dir.path(), previous);
@@ -209,6 +210,6 @@ fn a_directory_of_a_previous_format_is_upgraded_on_open() {
             BATCHES * PER_BATCH
         );
         drop(store);
-        assert_eq!(format(dir.path()), 3, "from format {previous}");
+        assert_eq!(format(dir.path()), 4, "from format {previous}");
     }
 }
