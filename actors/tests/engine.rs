@@ -887,17 +887,28 @@ struct WriteGate {
     waiting: AtomicBool,
 }
 
+/// A store that keeps idempotency records 7 days, and a clock set 20 days
+/// back: where the tests of keys across retentions start. `days_ago(n)` is
+/// `n` days before this machine's now (which the store's compactions
+/// judge by).
+fn seven_day_retention(
+    dir: &std::path::Path,
+) -> (StoreOptions, Arc<ManualClock>, impl Fn(i64) -> Timestamp) {
+    let now = SystemClock.now();
+    let days_ago = move |days: i64| Timestamp(now.0 - days * DAY_MS);
+    let clock = Arc::new(ManualClock::new(days_ago(20)));
+    let mut options = StoreOptions::new(dir);
+    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    (options, clock, days_ago)
+}
+
 /// Digests that gave up past their bound come back a retention later: the
 /// enrollment's next transaction reads the keys the store has left, and
 /// its snapshots hold digests again instead of "too many" for good.
 #[actix_rt::test]
 async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
     let dir = tempfile::tempdir().unwrap();
-    let now = SystemClock.now();
-    let days_ago = |days: i64| Timestamp(now.0 - days * DAY_MS);
-    let clock = Arc::new(ManualClock::new(days_ago(20)));
-    let mut options = StoreOptions::new(dir.path());
-    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    let (options, clock, days_ago) = seven_day_retention(dir.path());
     let config = EngineConfig {
         passivate_after: Duration::from_millis(100),
         tick_interval: Duration::from_millis(20),
@@ -1004,11 +1015,7 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
 #[actix_rt::test]
 async fn digests_read_back_past_the_bound_copy_their_answers_before_relying_on_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let now = SystemClock.now();
-    let days_ago = |days: i64| Timestamp(now.0 - days * DAY_MS);
-    let clock = Arc::new(ManualClock::new(days_ago(20)));
-    let mut options = StoreOptions::new(dir.path());
-    options.idempotency_retention = Some(IdempotencyRetention::days(7).unwrap());
+    let (options, clock, days_ago) = seven_day_retention(dir.path());
     let config = EngineConfig {
         // No snapshot covers the tail at the restart: the digests are read
         // back from the store.
