@@ -522,7 +522,7 @@ impl EnrollmentActor {
         let now = rt.clock.now();
         let keep_for = rt.store.keep_keys_for();
         // Read before deciding, for the same reason.
-        let copies = match self.copies_if_giving_up(rt, digest, now) {
+        let copies = match self.copies_if_giving_up(rt, digest, now, keep_for) {
             Ok(copies) => copies,
             Err(err) => {
                 let _ = reply.send(Err(err));
@@ -606,7 +606,8 @@ impl EnrollmentActor {
         }
     }
 
-    /// If noting `digest` at `now` would give the enrollment's key digests
+    /// If noting `digest` at `now` (as the transaction will, with the
+    /// store's `keep_for`) would give the enrollment's key digests
     /// up past their bound, or they were given up on without their records
     /// in `answers` being copied (read back so from the store), the copies
     /// to write to `idempotency` with the transaction: every record the
@@ -616,6 +617,7 @@ impl EnrollmentActor {
         rt: &Runtime,
         digest: u32,
         now: Timestamp,
+        keep_for: Option<std::time::Duration>,
     ) -> Result<Option<Vec<Put>>, EngineError> {
         let keys = self.keys.as_ref().expect("read by the caller");
         let giving_up = match keys.count() {
@@ -623,7 +625,7 @@ impl EnrollmentActor {
             // Only a full set can give up; try the insert on a copy.
             Some(count) if count >= KEY_DIGESTS_MAX => {
                 let mut probe = keys.clone();
-                probe.insert(digest, now, rt.store.keep_keys_for());
+                probe.insert(digest, now, keep_for);
                 probe.count().is_none()
             }
             Some(_) => false,

@@ -47,6 +47,7 @@
 //! reads the keys from the store once:
 //! [`Store::key_digests`](crate::Store::key_digests).
 
+use crate::retention::duration_ms;
 use loyalty_engine::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::num::NonZeroU32;
@@ -142,8 +143,7 @@ impl From<KeyDigestsV2> for KeyDigests {
 
 /// `at` plus `keep_for`, saturating.
 fn plus(at: Timestamp, keep_for: Duration) -> Timestamp {
-    let keep_for_ms = i64::try_from(keep_for.as_millis()).unwrap_or(i64::MAX);
-    Timestamp(at.0.saturating_add(keep_for_ms))
+    Timestamp(at.0.saturating_add(duration_ms(keep_for)))
 }
 
 const MINUTE_MS: i64 = 60_000;

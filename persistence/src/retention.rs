@@ -39,7 +39,9 @@
 //! A record that cannot be decoded is kept: dropping it would hide damage
 //! that reading it reports.
 
+use crate::error::StoreError;
 use crate::records::{answer, IdempotencyRecord};
+use loyalty_engine::Timestamp;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use std::ffi::CStr;
@@ -128,16 +130,32 @@ pub(crate) enum RecordLayout {
     Answer,
 }
 
+impl RecordLayout {
+    /// When a stored value of this layout was recorded, decoding nothing
+    /// else.
+    fn recorded_at_of(self, value: &[u8]) -> Result<Timestamp, StoreError> {
+        match self {
+            RecordLayout::Keyed => IdempotencyRecord::recorded_at_of(value),
+            RecordLayout::Answer => answer::recorded_at_of(value),
+        }
+    }
+}
+
+/// A duration in whole milliseconds, saturating (retentions are judged
+/// against millisecond timestamps).
+pub(crate) fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl CompactionFilterFactory for RetentionFilterFactory {
     type Filter = ExpiredRecords;
 
     fn create(&mut self, _context: CompactionFilterContext) -> ExpiredRecords {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let keep_for_ms = i64::try_from(self.retention.keep_for.as_millis()).unwrap_or(i64::MAX);
+            .map_or(0, duration_ms);
         ExpiredRecords {
-            recorded_before_ms: now_ms.saturating_sub(keep_for_ms),
+            recorded_before_ms: now_ms.saturating_sub(duration_ms(self.retention.keep_for)),
             dropped: self.dropped.clone(),
             layout: self.layout,
         }
@@ -162,15 +180,12 @@ pub(crate) struct ExpiredRecords {
 /// asks of every record a compaction rewrites. A value that cannot be
 /// decoded is not: a read of it reports the damage, a drop would hide it.
 pub fn expired(value: &[u8], recorded_before_ms: i64) -> bool {
-    match IdempotencyRecord::recorded_at_of(value) {
-        Ok(recorded_at) => recorded_at.0 < recorded_before_ms,
-        Err(_) => false,
-    }
+    expired_as(RecordLayout::Keyed, value, recorded_before_ms)
 }
 
-/// [`expired`] for a value of the `answers` family.
-pub fn answer_expired(value: &[u8], recorded_before_ms: i64) -> bool {
-    match answer::recorded_at_of(value) {
+/// [`expired`] for a value of either family.
+fn expired_as(layout: RecordLayout, value: &[u8], recorded_before_ms: i64) -> bool {
+    match layout.recorded_at_of(value) {
         Ok(recorded_at) => recorded_at.0 < recorded_before_ms,
         Err(_) => false,
     }
@@ -178,11 +193,7 @@ pub fn answer_expired(value: &[u8], recorded_before_ms: i64) -> bool {
 
 impl CompactionFilter for ExpiredRecords {
     fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> Decision {
-        let expired = match self.layout {
-            RecordLayout::Keyed => expired(value, self.recorded_before_ms),
-            RecordLayout::Answer => answer_expired(value, self.recorded_before_ms),
-        };
-        if expired {
+        if expired_as(self.layout, value, self.recorded_before_ms) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             Decision::Remove
         } else {

@@ -9,7 +9,7 @@ use crate::records::{
     SnapshotRecordV2,
 };
 use crate::recovery::{self, RecoveryReport};
-use crate::retention::{IdempotencyRetention, RecordLayout, RetentionFilterFactory};
+use crate::retention::{duration_ms, IdempotencyRetention, RecordLayout, RetentionFilterFactory};
 use loyalty_engine::enrollment::{Enrollment, EnrollmentEvent};
 use loyalty_engine::{DomainEvent, EnrollmentId, Timestamp};
 use rocksdb::{
@@ -178,14 +178,14 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 ///
 /// 4 since idempotency records are kept by the sequence of their event in
 /// `answers` ([`crate::records::answer`]): a build from before would not
-/// look there, and take a retry for a new transaction. 3 since snapshots carry key digests that age with the records'
-/// retention (envelope format
+/// look there, and take a retry for a new transaction. 3 since snapshots
+/// carry key digests that age with the records' retention (envelope format
 /// [`SNAPSHOT_FORMAT`](crate::envelope::SNAPSHOT_FORMAT)); 2 since
 /// idempotency records put `recorded_at` first (envelope format
 /// [`IDEMPOTENCY_FORMAT`](crate::envelope::IDEMPOTENCY_FORMAT)). A
 /// directory of an older format is upgraded when opened: this build reads
 /// every record of it. The number is what stops a build from before a
-/// change at start-up ("data directory format 3 is not supported"),
+/// change at start-up ("data directory format 4 is not supported"),
 /// instead of letting it serve and then fail on the first record it
 /// cannot read.
 pub const DATA_FORMAT: u32 = 4;
@@ -196,11 +196,6 @@ const UPGRADED_FORMATS: [u32; 3] = [1, 2, 3];
 /// Versions in the first window a lookup of a key in `answers` reads
 /// ([`Store::idempotency_up_to`]); each next window is eight times wider.
 const ANSWER_WINDOW_FIRST_VERSIONS: u64 = 16;
-
-/// A duration in whole milliseconds, saturating.
-fn duration_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Read options for one id's keys in the aggregate index or the
 /// idempotency records: RocksDB stops at the id's last key, so neither the
@@ -503,8 +498,6 @@ impl Store {
         Ok(out)
     }
 
-    /// An aggregate's events with versions in `from..=to`, oldest first.
-    /// Versions must be contiguous: a gap is damage, not an empty slot.
     /// The log sequences of an aggregate's versions `from..=to` (fewer if
     /// it has fewer), checked to follow one another.
     fn aggregate_sequences(
@@ -544,6 +537,8 @@ impl Store {
         Ok(sequences)
     }
 
+    /// An aggregate's events with versions in `from..=to`, oldest first.
+    /// Versions must be contiguous: a gap is damage, not an empty slot.
     pub fn aggregate_events(
         &self,
         aggregate_id: Uuid,
@@ -929,9 +924,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let sequences = self.aggregate_sequences(enrollment.0, 1, u64::MAX)?;
         let answers = self.cf(Cf::Answers);
+        let mut options = ReadOptions::default();
+        options.fill_cache(false);
         for chunk in sequences.chunks(1024) {
-            let mut options = ReadOptions::default();
-            options.fill_cache(false);
             let values = self.db.multi_get_cf_opt(
                 chunk.iter().map(|(_, seq)| (answers, keys::sequence(*seq))),
                 &options,
