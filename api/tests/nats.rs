@@ -476,7 +476,8 @@ async fn every_operation_answers_over_nats_as_over_http() {
 }
 
 /// Every durable event reaches a JetStream stream once (repeats dropped by
-/// `Nats-Msg-Id`), across a NATS outage in the middle of publishing.
+/// `Nats-Msg-Id`), across a NATS outage in the middle of publishing, and
+/// with the events of unconfirmed rounds lost in the outage.
 ///
 /// Not in commit order: the client sends what was still queued for the
 /// dead connection on the new one, while what it had buffered for the old
@@ -533,10 +534,18 @@ async fn events_reach_jetstream_once_each_across_a_nats_outage() {
     for i in 0..20 {
         earn(i);
     }
+    // NATS stops reading: the next events go out into its socket, with
+    // their rounds' barriers unanswered...
+    signal(nats.id(), libc::SIGSTOP);
+    for i in 20..30 {
+        earn(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // ...and are lost with it: the publisher must send those rounds again.
     // NATS goes away; HTTP keeps serving and /readyz says so.
     nats.kill().unwrap();
     nats.wait().unwrap();
-    for i in 20..40 {
+    for i in 30..40 {
         earn(i);
     }
     let (status, ready) = server.get("/readyz", None);
@@ -820,5 +829,85 @@ async fn events_are_published_from_memory_and_read_back_only_when_not_held() {
         metric(&server, "loyalty_events_read_back_total"),
         read_back,
         "events just written were read back from the log"
+    );
+}
+
+/// A backlog of many publishing rounds, read back from the log, then mixed
+/// with events written while it is published: with rounds sent while
+/// earlier ones await their barriers, every event still arrives once, in
+/// commit order, and the cursor ends on the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_many_rounds_is_published_once_each_in_commit_order() {
+    const OFFLINE_BATCHES: usize = 6;
+    const ONLINE_BATCHES: usize = 2;
+    const BATCH_EARNS: usize = 2_000;
+    let earn_batch = |server: &Server, t: &Tenant, batch: usize| {
+        let items: Vec<Value> = (0..BATCH_EARNS)
+            .map(|i| json!({"enrollmentId": t.enrollment_id, "points": 1, "idempotencyKey": format!("b{batch}-{i}")}))
+            .collect();
+        let (status, body) =
+            server.post("/v1/earn/batch", Some(&t.key), &json!({ "items": items }));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["balance"].is_u64()),
+            "an earn of the batch failed"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let t = tenant(&server, "Shop");
+    for batch in 0..OFFLINE_BATCHES {
+        earn_batch(&server, &t, batch);
+    }
+    assert!(server.terminate().success());
+
+    let nats = NatsServer::start();
+    let client = connect(&nats.url()).await;
+    let mut events = client
+        .subscribe(format!("loyalty.events.{}.>", t.business_id))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let server = Server::start(dir.path(), Some(&nats.url()));
+    for batch in OFFLINE_BATCHES..OFFLINE_BATCHES + ONLINE_BATCHES {
+        earn_batch(&server, &t, batch);
+    }
+    let earns = (OFFLINE_BATCHES + ONLINE_BATCHES) * BATCH_EARNS;
+    let mut sequences = Vec::new();
+    let mut earned = 0;
+    while earned < earns {
+        let message = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("{earned} of {earns} earns published"))
+            .unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        sequences.push(event["sequence"].as_u64().unwrap());
+        if event["eventType"] == "loyalty.points.earned" {
+            earned += 1;
+        }
+    }
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "events out of commit order, or published twice"
+    );
+    // Nothing more: no round was sent twice.
+    let extra = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
+    assert!(extra.is_err(), "an event published twice");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "loyalty_publish_lag_events") > 0.0 {
+        assert!(Instant::now() < deadline, "the publisher never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(&server, "loyalty_events_published_total"),
+        sequences.len() as f64
+    );
+    assert!(
+        metric(&server, "loyalty_events_read_back_total") >= (OFFLINE_BATCHES * BATCH_EARNS) as f64,
+        "the offline backlog was not read back from the log"
     );
 }

@@ -201,9 +201,8 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        // SAFETY-free: libc::kill with a pid we own.
-        unsafe_kill(pid, libc::SIGTERM);
+        let pid = self.child.id();
+        signal(pid, libc::SIGTERM);
         self.child.wait().unwrap()
     }
 
@@ -247,11 +246,12 @@ impl Drop for Server {
     }
 }
 
-fn unsafe_kill(pid: i32, signal: i32) {
-    // The one place a test signals a child it started.
+/// Sends `signal` to a child process the test started.
+pub fn signal(pid: u32, signal: i32) {
+    // The one place a test signals a child it started; a pid of ours.
     #[allow(unsafe_code)]
     unsafe {
-        libc::kill(pid, signal);
+        libc::kill(pid as i32, signal);
     }
 }
 
