@@ -93,6 +93,25 @@ def fmt_share(x):
 def reach(asked, reached):
     return "n/a" if reached is None else ("yes" if asked <= reached else "**no**")
 
+def publisher_under_batch():
+    """How the publisher kept up under the batch load, from the runs' counters
+    (summaries from before they were kept have none)."""
+    parts = []
+    for name, label in (("engine", "JSON"), ("engine_protobuf", "protobuf")):
+        runs = batch.get(name, {}).get("publisher")
+        if not runs:
+            continue
+        committed = sum(r["committed"] for r in runs)
+        published = sum(r["published"] for r in runs)
+        read_back = sum(r["read_back"] for r in runs)
+        lag = max(r["lag_at_end"] for r in runs)
+        parts.append(f"in {label}, {published:,.0f} events published while {committed:,.0f} were committed, "
+                     f"{read_back:,.0f} of them read back from the log, and at most {lag:,.0f} not yet published when a run ended")
+    if not parts:
+        return ""
+    return ("\nThe event publisher under the batch load, over all runs of each encoding: "
+            + "; ".join(parts) + ".\n")
+
 def ceiling_section(pb):
     lines, ask_rows = [], []
     if "fsync-256" in nats:
@@ -278,7 +297,7 @@ Load figures are medians of {http['runs']} runs.
 | NATS batch in JSON ({batch['batch']} earns per request, {batch['enrollments']:,} enrollments) | {batch['vus']} requests | {batch['null']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']:.0f} earns/s | {batch['engine']['earns_rate']/batch['null']['earns_rate']:.2f}x | | {batch['engine']['p99_ms']:.0f} ms per batch |{batch_pb_row}
 
 Per-run figures: `docs/PERFORMANCE-http.md`, `docs/PERFORMANCE-nats.md`.
-{ceiling_section(pb)}
+{publisher_under_batch()}{ceiling_section(pb)}
 ## Peers on the same work (one earn: a ledger row and a balance, durably)
 
 | peer | clients | tx/s | p99 | engine over NATS, same in flight |
