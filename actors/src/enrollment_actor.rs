@@ -133,6 +133,14 @@ struct InflightVersion {
 
 /// An idempotency key whose record is not durable yet, so not yet readable
 /// from the store.
+/// What a transaction that gives the key digests up copies to
+/// `idempotency`: the puts, and the records copied from `answers`, found in
+/// `inflight_keys` until the puts are durable.
+struct Copies {
+    puts: Vec<Put>,
+    records: Vec<(IdempotencyKey, IdempotencyRecord)>,
+}
+
 struct InflightKey {
     /// Compared first: a search compares a number per entry, not a string.
     digest: u32,
@@ -156,7 +164,9 @@ pub(crate) struct EnrollmentActor {
     /// Keys of versions in flight, oldest first. Searched only for a key
     /// whose digest is known (a repeat, or any key of an enrollment past
     /// the digests' bound), so a list: it holds a handful of keys at most
-    /// moments, and costs 24 bytes per actor, not a map's 48.
+    /// moments, and costs 24 bytes per actor, not a map's 48. (Once per
+    /// give-up past the bound it also holds the copied records until their
+    /// copies are durable.)
     inflight_keys: Vec<InflightKey>,
     /// Digests of every idempotency key with a record or in flight (within
     /// the store's retention): a key not in here is new without asking the
@@ -456,14 +466,15 @@ impl EnrollmentActor {
         // The same key seen before: the first answer again, or a conflict.
         // Most keys are new, and their digest says so without a look.
         let digest = KeyDigests::digest(key.as_str());
-        let durable_version = self.durable.version;
         let (maybe_seen, answers_too) = match self.keys(rt) {
+            // Given up on with the copies not made yet, `answers` may hold
+            // the key's record. Once they are queued, the copies are in
+            // `inflight_keys` until durable, and in `idempotency` after: a
+            // look through `answers` for every new key until then took
+            // seconds for a batch after a restart.
             Ok(keys) => (
                 keys.may_contain(digest),
-                keys.count().is_some()
-                    || keys
-                        .answers_uncopied()
-                        .is_some_and(|until| until > durable_version),
+                keys.count().is_some() || keys.answers_uncopied() == Some(u64::MAX),
             ),
             Err(err) => {
                 let _ = reply.send(Err(err));
@@ -565,7 +576,7 @@ impl EnrollmentActor {
         if copies.is_some() {
             keys.set_answers_uncopied(Some(self.state.version));
         }
-        let mut puts = copies.unwrap_or_default();
+        let (mut puts, copied) = copies.map_or_else(Default::default, |c| (c.puts, c.records));
         let mut event_answer = None;
         let written = if holds_digests {
             loyalty_persistence::records::answer::encode(key.as_str(), &record)
@@ -595,6 +606,16 @@ impl EnrollmentActor {
             shard,
             direct,
         ) {
+            // Found here until the copies are durable with this version.
+            self.inflight_keys
+                .extend(copied.into_iter().map(|(key, record)| InflightKey {
+                    digest: KeyDigests::digest(key.as_str()),
+                    key,
+                    request: record.request,
+                    answer: record.answer,
+                    recorded_at: record.recorded_at,
+                    version,
+                }));
             self.inflight_keys.push(InflightKey {
                 digest,
                 key,
@@ -618,7 +639,7 @@ impl EnrollmentActor {
         digest: u32,
         now: Timestamp,
         keep_for: Option<std::time::Duration>,
-    ) -> Result<Option<Vec<Put>>, EngineError> {
+    ) -> Result<Option<Copies>, EngineError> {
         let keys = self.keys.as_ref().expect("read by the caller");
         let giving_up = match keys.count() {
             None => keys.answers_uncopied() == Some(u64::MAX),
@@ -634,8 +655,14 @@ impl EnrollmentActor {
             return Ok(None);
         }
         let mut puts = Vec::new();
+        let mut records = Vec::new();
         for (key, record) in rt.store.answers_of(self.id(), now)? {
             puts.push(Store::idempotency_put(self.id(), &key, &record)?);
+            // Keys were checked when first recorded; one that no longer
+            // parses is still copied, and found by key once durable.
+            if let Ok(key) = IdempotencyKey::parse(&key) {
+                records.push((key, record));
+            }
         }
         for k in &self.inflight_keys {
             let record = IdempotencyRecord {
@@ -650,7 +677,7 @@ impl EnrollmentActor {
             records = puts.len(),
             "key digests given up past their bound; idempotency records copied to be found by key"
         );
-        Ok(Some(puts))
+        Ok(Some(Copies { puts, records }))
     }
 
     /// Commits what the clock has made due, if anything. Returns the

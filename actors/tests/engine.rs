@@ -1060,10 +1060,21 @@ async fn digests_read_back_past_the_bound_copy_their_answers_before_relying_on_k
     // Read back "too many", nothing copied yet: found in `answers`.
     assert_eq!(retry(3).await.unwrap(), late[3]);
     // A new key: its transaction copies the records the retention keeps.
-    engine
-        .transact(business, a, key("fresh"), earn(1))
-        .await
-        .unwrap();
+    // Retries sent with it reach the actor before the copies are durable,
+    // and are found among them in memory (not applied again).
+    let answers = engine
+        .transact_many(
+            business,
+            vec![
+                (a, key("fresh"), earn(1)),
+                (a, key("late-7"), earn(10)),
+                (a, key("late-11"), earn(10)),
+            ],
+        )
+        .await;
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert_eq!(answers[1].as_ref().unwrap(), &late[7]);
+    assert_eq!(answers[2].as_ref().unwrap(), &late[11]);
     for i in [5, 19] {
         let copied = engine.store().idempotency_by_key(a, &format!("late-{i}"));
         assert!(copied.unwrap().is_some(), "late-{i} copied");
