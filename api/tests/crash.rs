@@ -21,20 +21,7 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), None);
     let t = tenant(&server, "Shop");
-    let mut enrollments = vec![t.enrollment_id.clone()];
-    for i in 0..3 {
-        let (_, c) = server.post(
-            "/v1/customers",
-            Some(&t.key),
-            &json!({"externalId": format!("extra-{i}")}),
-        );
-        let (_, e) = server.post(
-            "/v1/enrollments",
-            Some(&t.key),
-            &json!({"customerId": c["customerId"], "programId": t.program_id}),
-        );
-        enrollments.push(e["enrollmentId"].as_str().unwrap().to_owned());
-    }
+    let enrollments = enrollments(&server, &t, 4);
     // (enrollment, transaction id) of every 200 answer.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut rng = rand::rng();
@@ -99,6 +86,25 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
         seen.values().all(|n| *n == 1),
         "a transaction appears twice"
     );
+}
+
+/// The tenant's enrollment and `count - 1` more, of new customers.
+fn enrollments(server: &Server, t: &Tenant, count: usize) -> Vec<String> {
+    let mut enrollments = vec![t.enrollment_id.clone()];
+    for i in 1..count {
+        let (_, c) = server.post(
+            "/v1/customers",
+            Some(&t.key),
+            &json!({"externalId": format!("extra-{i}")}),
+        );
+        let (_, e) = server.post(
+            "/v1/enrollments",
+            Some(&t.key),
+            &json!({"customerId": c["customerId"], "programId": t.program_id}),
+        );
+        enrollments.push(e["enrollmentId"].as_str().unwrap().to_owned());
+    }
+    enrollments
 }
 
 /// How many times each transaction id appears in the histories of
@@ -195,20 +201,7 @@ fn kill_9_while_publishing_loses_no_event_and_publishes_none_not_durable() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), Some(&url));
     let t = tenant(&server, "Shop");
-    let mut enrollments = vec![t.enrollment_id.clone()];
-    for i in 0..7 {
-        let (_, c) = server.post(
-            "/v1/customers",
-            Some(&t.key),
-            &json!({"externalId": format!("extra-{i}")}),
-        );
-        let (_, e) = server.post(
-            "/v1/enrollments",
-            Some(&t.key),
-            &json!({"customerId": c["customerId"], "programId": t.program_id}),
-        );
-        enrollments.push(e["enrollmentId"].as_str().unwrap().to_owned());
-    }
+    let enrollments = enrollments(&server, &t, 8);
     // The eventId of every earn answered 200.
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut rng = rand::rng();

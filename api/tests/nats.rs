@@ -618,6 +618,21 @@ async fn events_reach_jetstream_once_each_across_a_nats_outage() {
     let _ = nats.wait();
 }
 
+/// A NATS server, and a subscription to every event of `t`'s business on
+/// it, ready before the engine starts (the client must be kept alive).
+async fn nats_with_business_events(
+    t: &Tenant,
+) -> (NatsServer, async_nats::Client, async_nats::Subscriber) {
+    let nats = NatsServer::start();
+    let client = connect(&nats.url()).await;
+    let events = client
+        .subscribe(format!("loyalty.events.{}.>", t.business_id))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    (nats, client, events)
+}
+
 /// A metric's value from `/metrics` (an unlabelled counter or gauge).
 fn metric(server: &Server, name: &str) -> f64 {
     let text = String::from_utf8(server.request("GET", "/metrics", None, None, &[]).body).unwrap();
@@ -788,13 +803,7 @@ async fn events_are_published_from_memory_and_read_back_only_when_not_held() {
 
     // With NATS: the publisher starts with nothing in memory, so it reads
     // every one of them back from the log, in commit order.
-    let nats = NatsServer::start();
-    let client = connect(&nats.url()).await;
-    let mut events = client
-        .subscribe(format!("loyalty.events.{}.>", t.business_id))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let (nats, _client, mut events) = nats_with_business_events(&t).await;
     let server = Server::start(dir.path(), Some(&nats.url()));
     async fn next(events: &mut async_nats::Subscriber) -> Value {
         let message = tokio::time::timeout(Duration::from_secs(10), events.next())
@@ -865,13 +874,7 @@ async fn a_backlog_of_many_rounds_is_published_once_each_in_commit_order() {
     }
     assert!(server.terminate().success());
 
-    let nats = NatsServer::start();
-    let client = connect(&nats.url()).await;
-    let mut events = client
-        .subscribe(format!("loyalty.events.{}.>", t.business_id))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let (nats, _client, mut events) = nats_with_business_events(&t).await;
     let server = Server::start(dir.path(), Some(&nats.url()));
     for batch in OFFLINE_BATCHES..OFFLINE_BATCHES + ONLINE_BATCHES {
         earn_batch(&server, &t, batch);
