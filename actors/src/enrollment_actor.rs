@@ -576,6 +576,7 @@ impl EnrollmentActor {
         if copies.is_some() {
             keys.set_answers_uncopied(Some(self.state.version));
         }
+        let gives_up = copies.is_some();
         let (mut puts, copied) = copies.map_or_else(Default::default, |c| (c.puts, c.records));
         let mut event_answer = None;
         let written = if holds_digests {
@@ -606,7 +607,16 @@ impl EnrollmentActor {
             shard,
             direct,
         ) {
-            // Found here until the copies are durable with this version.
+            // Found here until the copies are durable with this version:
+            // those from `answers`, and the keys already in flight, whose
+            // own versions may be durable before this one (their records
+            // are then in `answers`, which is no longer looked through,
+            // and not yet in `idempotency`).
+            if gives_up {
+                for k in &mut self.inflight_keys {
+                    k.version = version;
+                }
+            }
             self.inflight_keys
                 .extend(copied.into_iter().map(|(key, record)| InflightKey {
                     digest: KeyDigests::digest(key.as_str()),

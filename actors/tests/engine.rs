@@ -1124,3 +1124,115 @@ fn engine_snapshot_lags(options: &StoreOptions, id: loyalty_engine::EnrollmentId
         .unwrap()
         .is_none_or(|s| s.version < newest)
 }
+
+/// Holds the commit thread's writes while held, letting through as many as
+/// it has passes for.
+#[derive(Default)]
+struct PassGate {
+    /// (held, passes)
+    state: Mutex<(bool, usize)>,
+    changed: std::sync::Condvar,
+    waiting: AtomicBool,
+}
+
+impl PassGate {
+    /// Called before each write.
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        while state.0 && state.1 == 0 {
+            self.waiting.store(true, Ordering::SeqCst);
+            state = self.changed.wait(state).unwrap();
+        }
+        if state.0 {
+            state.1 -= 1;
+        }
+    }
+
+    fn set(&self, held: bool, passes: usize) {
+        *self.state.lock().unwrap() = (held, passes);
+        self.changed.notify_all();
+    }
+}
+
+/// A key in flight when the next transaction gives the digests up, whose
+/// own version is durable before that transaction's: a retry in between
+/// must find it in memory. Its record is then in `answers`, no longer
+/// looked through, and its copy in `idempotency` is not durable yet.
+#[actix_rt::test]
+async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, clock, _) = seven_day_retention(dir.path());
+    let config = EngineConfig {
+        // No snapshot or passivation writes of their own to let through.
+        snapshot_every_events: 1_000_000,
+        passivate_after: Duration::from_secs(3_600),
+        ..config()
+    };
+    let gate = Arc::new(PassGate::default());
+    let hook = {
+        let gate = gate.clone();
+        move || {
+            gate.pass();
+            Ok(())
+        }
+    };
+    let engine = start_with_write_hook_on(&options, config, clock.clone(), hook);
+    let (business, program) = business_with_program(&engine, rules(None, None)).await;
+    let a = enroll(&engine, business, program, "a").await.enrollment_id;
+    let commands = (0..KEY_DIGESTS_MAX - 1)
+        .map(|i| (a, key(&format!("k{i}")), earn(1)))
+        .collect();
+    assert!(engine
+        .transact_many(business, commands)
+        .await
+        .iter()
+        .all(|r| r.is_ok()));
+    let full = KEY_DIGESTS_MAX as i64;
+    // Refused by the actor before anything else: once it is, what was sent
+    // to the actor ahead of it has been handled.
+    let handled = || async {
+        let stranger = loyalty_engine::BusinessId(uuid::Uuid::now_v7());
+        let refused = engine.transact(stranger, a, key("probe"), earn(1)).await;
+        assert!(
+            matches!(refused, Err(EngineError::NotFound { .. })),
+            "{refused:?}"
+        );
+    };
+
+    // "last" fills the digests, and its write is held.
+    gate.set(true, 0);
+    let last = engine.transact(business, a, key("last"), earn(1));
+    let rest = async {
+        while !gate.waiting.load(Ordering::SeqCst) {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        // "over" gives them up, copying "last" with the records in
+        // `answers`; its write queues behind.
+        let over = engine.transact(business, a, key("over"), earn(1));
+        let between = async {
+            handled().await;
+            // "last" is written, "over" held.
+            gate.set(true, 1);
+            while engine.balance(business, a).await.unwrap().balance < full {
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            let retried = engine.transact(business, a, key("last"), earn(1));
+            let release = async {
+                handled().await;
+                gate.set(false, 0);
+            };
+            futures_util::join!(retried, release).0
+        };
+        futures_util::join!(over, between)
+    };
+    let (last, (over, retried)) = futures_util::join!(last, rest);
+    let last = last.unwrap();
+    over.unwrap();
+    assert_eq!(retried.unwrap(), last, "the retry got the first answer");
+    assert_eq!(
+        engine.balance(business, a).await.unwrap().balance,
+        full + 1,
+        "the retry was not applied again"
+    );
+    engine.shutdown();
+}

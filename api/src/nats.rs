@@ -638,7 +638,9 @@ async fn publish(
         // The cursor moves only once the server has certainly taken the
         // events: a flush only empties our buffer, so each round ends with a
         // round trip the server answers after everything sent before it.
-        // Spawned, so that it is sent now, behind the round's events.
+        // Spawned, so that it goes out without waiting for this task to
+        // poll it: behind the round's events (perhaps behind some of the
+        // next round's too, which only confirms more than it claims).
         let barrier = client.clone();
         rounds.push_back(Round {
             last,

@@ -19,52 +19,51 @@ const CLIENTS: usize = 16;
 #[test]
 fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), None);
+    let server = Server::start(dir.path(), None);
     let t = tenant(&server, "Shop");
     let enrollments = enrollments(&server, &t, 4);
     // (enrollment, transaction id) of every 200 answer.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let mut rng = rand::rng();
-    let mut kills_under_load = 0;
-    for round in 0..KILLS {
-        let stop = Arc::new(AtomicBool::new(false));
-        let port = server.port;
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                let (stop, acked, key, enrollments) = (stop.clone(), acked.clone(), t.key.clone(), enrollments.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let enrollment = &enrollments[n % enrollments.len()];
-                        let body = json!({"points": 1 + n % 50, "idempotencyKey": format!("r{round}-c{c}-{n}")}).to_string();
-                        let answer = std::panic::catch_unwind(|| {
-                            http(port, "POST", &format!("/v1/enrollments/{enrollment}/earn"), Some(&key), Some(&body), &[])
-                        });
-                        match answer {
-                            Ok(r) if r.status == 200 => {
-                                let id = r.json()["transactionId"].as_str().unwrap().to_owned();
-                                acked.lock().unwrap().push((enrollment.clone(), id));
-                            }
-                            // The server died mid-request, or refused: not acknowledged.
-                            _ => {}
-                        }
+    let client = {
+        let (acked, key, enrollments) = (acked.clone(), t.key.clone(), enrollments.clone());
+        move |round: usize, c: usize, port: u16, stop: &AtomicBool| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let enrollment = &enrollments[n % enrollments.len()];
+                let body =
+                    json!({"points": 1 + n % 50, "idempotencyKey": format!("r{round}-c{c}-{n}")})
+                        .to_string();
+                let answer = std::panic::catch_unwind(|| {
+                    http(
+                        port,
+                        "POST",
+                        &format!("/v1/enrollments/{enrollment}/earn"),
+                        Some(&key),
+                        Some(&body),
+                        &[],
+                    )
+                });
+                match answer {
+                    Ok(r) if r.status == 200 => {
+                        let id = r.json()["transactionId"].as_str().unwrap().to_owned();
+                        acked.lock().unwrap().push((enrollment.clone(), id));
                     }
-                })
-            })
-            .collect();
-        let before = acked.lock().unwrap().len();
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..600)));
-        server.kill();
-        stop.store(true, Ordering::Relaxed);
-        for client in clients {
-            client.join().unwrap();
+                    // The server died mid-request, or refused: not acknowledged.
+                    _ => {}
+                }
+            }
         }
-        if acked.lock().unwrap().len() > before {
-            kills_under_load += 1;
-        }
-        server = Server::start(dir.path(), None);
-    }
+    };
+    let (server, kills_under_load) = kill_rounds(
+        server,
+        KILLS,
+        CLIENTS,
+        100..600,
+        || acked.lock().unwrap().len(),
+        client,
+        || Server::start(dir.path(), None),
+    );
     assert!(
         kills_under_load >= 10,
         "only {kills_under_load} kills under load"
@@ -86,6 +85,49 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
         seen.values().all(|n| *n == 1),
         "a transaction appears twice"
     );
+}
+
+/// `kills` rounds of load and kill -9: each round runs `client(round, c,
+/// port, stop)` on `clients` threads until `stop`, kills the server after a
+/// random pause of `pause_ms`, and starts it again with `restart`. Returns
+/// the server last started, and how many kills came while `acknowledged()`
+/// was growing.
+fn kill_rounds<C>(
+    mut server: Server,
+    kills: usize,
+    clients: usize,
+    pause_ms: std::ops::Range<u64>,
+    acknowledged: impl Fn() -> usize,
+    client: C,
+    restart: impl Fn() -> Server,
+) -> (Server, usize)
+where
+    C: Fn(usize, usize, u16, &AtomicBool) + Clone + Send + 'static,
+{
+    let mut rng = rand::rng();
+    let mut kills_under_load = 0;
+    for round in 0..kills {
+        let stop = Arc::new(AtomicBool::new(false));
+        let port = server.port;
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                let (stop, client) = (stop.clone(), client.clone());
+                std::thread::spawn(move || client(round, c, port, &stop))
+            })
+            .collect();
+        let before = acknowledged();
+        std::thread::sleep(Duration::from_millis(rng.random_range(pause_ms.clone())));
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        if acknowledged() > before {
+            kills_under_load += 1;
+        }
+        server = restart();
+    }
+    (server, kills_under_load)
 }
 
 /// The tenant's enrollment and `count - 1` more, of new customers.
@@ -150,7 +192,7 @@ const BATCH_CLIENTS: usize = 3;
 const BATCH_EARNS: usize = 400;
 
 /// kill -9 the engine again and again while it publishes, with batches of
-/// earns keeping its publisher rounds behind (so that rounds are out
+/// earns that keep its publisher behind (so that rounds are likely out
 /// awaiting their barriers when it dies), and restart it: every
 /// acknowledged earn's event reaches NATS at least once, and every earned
 /// event that reaches it is of a durable earn.
@@ -199,57 +241,48 @@ fn kill_9_while_publishing_loses_no_event_and_publishes_none_not_durable() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), Some(&url));
+    let server = Server::start(dir.path(), Some(&url));
     let t = tenant(&server, "Shop");
     let enrollments = enrollments(&server, &t, 8);
     // The eventId of every earn answered 200.
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut rng = rand::rng();
-    let mut kills_under_load = 0;
-    for round in 0..PUBLISHING_KILLS {
-        let stop = Arc::new(AtomicBool::new(false));
-        let port = server.port;
-        let clients: Vec<_> = (0..BATCH_CLIENTS)
-            .map(|c| {
-                let (stop, acked, key, enrollments) = (stop.clone(), acked.clone(), t.key.clone(), enrollments.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let items: Vec<Value> = (0..BATCH_EARNS)
-                            .map(|i| json!({"enrollmentId": enrollments[i % enrollments.len()], "points": 1, "idempotencyKey": format!("p{round}-c{c}-{n}-{i}")}))
-                            .collect();
-                        let body = json!({ "items": items }).to_string();
-                        let answer = std::panic::catch_unwind(|| {
-                            http(port, "POST", "/v1/earn/batch", Some(&key), Some(&body), &[])
-                        });
-                        if let Ok(r) = answer {
-                            if r.status == 200 {
-                                let results = r.json()["results"].as_array().unwrap().clone();
-                                let mut acked = acked.lock().unwrap();
-                                for result in results {
-                                    if let Some(id) = result["eventId"].as_str() {
-                                        acked.push(id.to_owned());
-                                    }
-                                }
-                            }
-                        }
+    let client = {
+        let (acked, key, enrollments) = (acked.clone(), t.key.clone(), enrollments.clone());
+        move |round: usize, c: usize, port: u16, stop: &AtomicBool| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let items: Vec<Value> = (0..BATCH_EARNS)
+                    .map(|i| json!({"enrollmentId": enrollments[i % enrollments.len()], "points": 1, "idempotencyKey": format!("p{round}-c{c}-{n}-{i}")}))
+                    .collect();
+                let body = json!({ "items": items }).to_string();
+                let answer = std::panic::catch_unwind(|| {
+                    http(port, "POST", "/v1/earn/batch", Some(&key), Some(&body), &[])
+                });
+                let r = match answer {
+                    Ok(r) if r.status == 200 => r,
+                    // The server died mid-request, or refused: not acknowledged.
+                    _ => continue,
+                };
+                let results = r.json()["results"].as_array().unwrap().clone();
+                let mut acked = acked.lock().unwrap();
+                for result in results {
+                    if let Some(id) = result["eventId"].as_str() {
+                        acked.push(id.to_owned());
                     }
-                })
-            })
-            .collect();
-        let before = acked.lock().unwrap().len();
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..900)));
-        server.kill();
-        stop.store(true, Ordering::Relaxed);
-        for client in clients {
-            client.join().unwrap();
+                }
+            }
         }
-        if acked.lock().unwrap().len() > before {
-            kills_under_load += 1;
-        }
-        server = Server::start(dir.path(), Some(&url));
-    }
+    };
+    let (server, kills_under_load) = kill_rounds(
+        server,
+        PUBLISHING_KILLS,
+        BATCH_CLIENTS,
+        300..900,
+        || acked.lock().unwrap().len(),
+        client,
+        || Server::start(dir.path(), Some(&url)),
+    );
     assert!(
         kills_under_load >= PUBLISHING_KILLS - 2,
         "only {kills_under_load} kills under load"
