@@ -131,8 +131,6 @@ struct InflightVersion {
     waiters: Vec<Waiter>,
 }
 
-/// An idempotency key whose record is not durable yet, so not yet readable
-/// from the store.
 /// What a transaction that gives the key digests up copies to
 /// `idempotency`: the puts, and the records copied from `answers`, found in
 /// `inflight_keys` until the puts are durable.
@@ -141,6 +139,9 @@ struct Copies {
     records: Vec<(IdempotencyKey, IdempotencyRecord)>,
 }
 
+/// An idempotency key whose record is not durable yet, so not yet readable
+/// from the store (or, while the digests' give-up is in flight, whose copy
+/// to `idempotency` is not).
 struct InflightKey {
     /// Compared first: a search compares a number per entry, not a string.
     digest: u32,

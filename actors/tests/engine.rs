@@ -1234,5 +1234,14 @@ async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durab
         full + 1,
         "the retry was not applied again"
     );
+    // The window was there: "last" was recorded while the digests were
+    // held (in `answers`), and "over" gave them up, copying it.
+    let store = engine.store();
+    assert!(store
+        .answers_of(a, clock.now())
+        .unwrap()
+        .iter()
+        .any(|(k, _)| k == "last"));
+    assert!(store.idempotency_by_key(a, "last").unwrap().is_some());
     engine.shutdown();
 }
