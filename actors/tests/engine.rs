@@ -973,14 +973,7 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
         clock.set(days_ago(13));
         let retried = engine.transact(business, a, key("after"), earn(1));
         let probe = async {
-            // Refused by the actor before anything else: once it is, the
-            // retry ahead of it in the shard's mailbox has been handled.
-            let stranger = loyalty_engine::BusinessId(uuid::Uuid::now_v7());
-            let refused = engine.transact(stranger, a, key("probe"), earn(1)).await;
-            assert!(
-                matches!(refused, Err(EngineError::NotFound { .. })),
-                "{refused:?}"
-            );
+            handled_so_far(&engine, a).await;
             *gate.held.lock().unwrap() = false;
             gate.released.notify_all();
         };
@@ -1125,6 +1118,18 @@ fn engine_snapshot_lags(options: &StoreOptions, id: loyalty_engine::EnrollmentId
         .is_none_or(|s| s.version < newest)
 }
 
+/// Returns once `a`'s actor has handled everything sent to it before: a
+/// transaction of a stranger business, which the actor refuses before
+/// anything else, comes back refused.
+async fn handled_so_far(engine: &Engine, a: loyalty_engine::EnrollmentId) {
+    let stranger = loyalty_engine::BusinessId(uuid::Uuid::now_v7());
+    let refused = engine.transact(stranger, a, key("probe"), earn(1)).await;
+    assert!(
+        matches!(refused, Err(EngineError::NotFound { .. })),
+        "{refused:?}"
+    );
+}
+
 /// Holds the commit thread's writes while held, letting through as many as
 /// it has passes for.
 #[derive(Default)]
@@ -1188,16 +1193,6 @@ async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durab
         .iter()
         .all(|r| r.is_ok()));
     let full = KEY_DIGESTS_MAX as i64;
-    // Refused by the actor before anything else: once it is, what was sent
-    // to the actor ahead of it has been handled.
-    let handled = || async {
-        let stranger = loyalty_engine::BusinessId(uuid::Uuid::now_v7());
-        let refused = engine.transact(stranger, a, key("probe"), earn(1)).await;
-        assert!(
-            matches!(refused, Err(EngineError::NotFound { .. })),
-            "{refused:?}"
-        );
-    };
 
     // "last" fills the digests, and its write is held.
     gate.set(true, 0);
@@ -1210,7 +1205,7 @@ async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durab
         // `answers`; its write queues behind.
         let over = engine.transact(business, a, key("over"), earn(1));
         let between = async {
-            handled().await;
+            handled_so_far(&engine, a).await;
             // "last" is written, "over" held.
             gate.set(true, 1);
             while engine.balance(business, a).await.unwrap().balance < full {
@@ -1218,7 +1213,7 @@ async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durab
             }
             let retried = engine.transact(business, a, key("last"), earn(1));
             let release = async {
-                handled().await;
+                handled_so_far(&engine, a).await;
                 gate.set(false, 0);
             };
             futures_util::join!(retried, release).0
