@@ -574,10 +574,10 @@ impl EnrollmentActor {
         let keys = self.keys.as_mut().expect("read above");
         keys.insert(digest, now, keep_for);
         let holds_digests = keys.count().is_some();
-        if copies.is_some() {
+        let gives_up = copies.is_some();
+        if gives_up {
             keys.set_answers_uncopied(Some(self.state.version));
         }
-        let gives_up = copies.is_some();
         let (mut puts, copied) = copies.map_or_else(Default::default, |c| (c.puts, c.records));
         let mut event_answer = None;
         let written = if holds_digests {

@@ -878,13 +878,47 @@ async fn a_key_past_its_retention_is_forgotten_and_its_retry_is_new() {
     engine.shutdown();
 }
 
-/// Holds the commit thread's writes back while `held`, to keep a
-/// transaction in flight; `waiting` says a write is being held.
+/// Holds the commit thread's writes back while held, to keep transactions
+/// in flight, letting through as many as it has passes for; `waiting` says
+/// a write has been held.
 #[derive(Default)]
 struct WriteGate {
-    held: Mutex<bool>,
-    released: std::sync::Condvar,
+    /// (held, passes)
+    state: Mutex<(bool, usize)>,
+    changed: std::sync::Condvar,
     waiting: AtomicBool,
+}
+
+impl WriteGate {
+    /// The hook the commit thread calls before each write.
+    fn before_write(
+        gate: &Arc<WriteGate>,
+    ) -> impl FnMut() -> Result<(), loyalty_persistence::StoreError> + Send + 'static {
+        let gate = gate.clone();
+        move || {
+            let mut state = gate.state.lock().unwrap();
+            while state.0 && state.1 == 0 {
+                gate.waiting.store(true, Ordering::SeqCst);
+                state = gate.changed.wait(state).unwrap();
+            }
+            if state.0 {
+                state.1 -= 1;
+            }
+            Ok(())
+        }
+    }
+
+    fn set(&self, held: bool, passes: usize) {
+        *self.state.lock().unwrap() = (held, passes);
+        self.changed.notify_all();
+    }
+
+    /// Returns once a write has been held.
+    async fn until_a_write_waits(&self) {
+        while !self.waiting.load(Ordering::SeqCst) {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// A store that keeps idempotency records 7 days, and a clock set 20 days
@@ -915,18 +949,8 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
         ..config()
     };
     let gate = Arc::new(WriteGate::default());
-    let hold_writes = {
-        let gate = gate.clone();
-        move || {
-            let mut held = gate.held.lock().unwrap();
-            while *held {
-                gate.waiting.store(true, Ordering::SeqCst);
-                held = gate.released.wait(held).unwrap();
-            }
-            Ok(())
-        }
-    };
-    let engine = start_with_write_hook_on(&options, config, clock.clone(), hold_writes);
+    let hook = WriteGate::before_write(&gate);
+    let engine = start_with_write_hook_on(&options, config, clock.clone(), hook);
     let (business, program) = business_with_program(&engine, rules(None, None)).await;
     let a = enroll(&engine, business, program, "a").await.enrollment_id;
     let n = KEY_DIGESTS_MAX + 10;
@@ -964,18 +988,15 @@ async fn digests_given_up_past_the_bound_come_back_a_retention_later() {
     // write is held back. The clock then reaches the rescan, and a retry of
     // "after" comes while it is in flight: the rescan cannot see its
     // record, and the retry must wait for its answer, not be taken for new.
-    *gate.held.lock().unwrap() = true;
+    gate.set(true, 0);
     let first = engine.transact(business, a, key("after"), earn(1));
     let retry = async {
-        while !gate.waiting.load(Ordering::SeqCst) {
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        gate.until_a_write_waits().await;
         clock.set(days_ago(13));
         let retried = engine.transact(business, a, key("after"), earn(1));
         let probe = async {
             handled_so_far(&engine, a).await;
-            *gate.held.lock().unwrap() = false;
-            gate.released.notify_all();
+            gate.set(false, 0);
         };
         futures_util::join!(retried, probe).0
     };
@@ -1130,35 +1151,6 @@ async fn handled_so_far(engine: &Engine, a: loyalty_engine::EnrollmentId) {
     );
 }
 
-/// Holds the commit thread's writes while held, letting through as many as
-/// it has passes for.
-#[derive(Default)]
-struct PassGate {
-    /// (held, passes)
-    state: Mutex<(bool, usize)>,
-    changed: std::sync::Condvar,
-    waiting: AtomicBool,
-}
-
-impl PassGate {
-    /// Called before each write.
-    fn pass(&self) {
-        let mut state = self.state.lock().unwrap();
-        while state.0 && state.1 == 0 {
-            self.waiting.store(true, Ordering::SeqCst);
-            state = self.changed.wait(state).unwrap();
-        }
-        if state.0 {
-            state.1 -= 1;
-        }
-    }
-
-    fn set(&self, held: bool, passes: usize) {
-        *self.state.lock().unwrap() = (held, passes);
-        self.changed.notify_all();
-    }
-}
-
 /// A key in flight when the next transaction gives the digests up, whose
 /// own version is durable before that transaction's: a retry in between
 /// must find it in memory. Its record is then in `answers`, no longer
@@ -1173,14 +1165,8 @@ async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durab
         passivate_after: Duration::from_secs(3_600),
         ..config()
     };
-    let gate = Arc::new(PassGate::default());
-    let hook = {
-        let gate = gate.clone();
-        move || {
-            gate.pass();
-            Ok(())
-        }
-    };
+    let gate = Arc::new(WriteGate::default());
+    let hook = WriteGate::before_write(&gate);
     let engine = start_with_write_hook_on(&options, config, clock.clone(), hook);
     let (business, program) = business_with_program(&engine, rules(None, None)).await;
     let a = enroll(&engine, business, program, "a").await.enrollment_id;
@@ -1198,9 +1184,7 @@ async fn a_key_in_flight_as_the_digests_give_up_is_found_until_its_copy_is_durab
     gate.set(true, 0);
     let last = engine.transact(business, a, key("last"), earn(1));
     let rest = async {
-        while !gate.waiting.load(Ordering::SeqCst) {
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
+        gate.until_a_write_waits().await;
         // "over" gives them up, copying "last" with the records in
         // `answers`; its write queues behind.
         let over = engine.transact(business, a, key("over"), earn(1));
