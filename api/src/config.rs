@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// dropped and the key is new again. At least 7 (the contract). Default: 30
     #[arg(long, env = "LOYALTY_IDEMPOTENCY_RETENTION_DAYS")]
     pub idempotency_retention_days: Option<u64>,
+    /// Durable events held in memory between two writes of the aggregate
+    /// index; a restart after a crash indexes up to about twice this many
+    /// again from the log. Default: 1048576
+    #[arg(long, env = "LOYALTY_INDEX_EVERY_EVENTS")]
+    pub index_every_events: Option<usize>,
 }
 
 /// The settings `serve` runs with, every default applied.
@@ -112,6 +117,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub verify_full: bool,
     pub idempotency_retention: IdempotencyRetention,
+    pub index_every_events: usize,
     pub engine: EngineConfig,
 }
 
@@ -193,6 +199,11 @@ impl ServeArgs {
                 .unwrap_or(VerifyArg::Full)
                 == VerifyArg::Full,
             idempotency_retention,
+            index_every_events: self
+                .index_every_events
+                .or(file.index_every_events)
+                .unwrap_or(loyalty_persistence::index::INDEX_EVERY_EVENTS)
+                .max(1),
             engine,
         })
     }

@@ -100,6 +100,7 @@ impl Metrics {
         );
         let durable = load(&commit.durable_sequence);
         let published = self.published_sequence.load(Ordering::Relaxed);
+        let index = engine.store().index_stats();
         let _ = write!(
             out,
             "# HELP loyalty_events_committed_total Events made durable.\n# TYPE loyalty_events_committed_total counter\nloyalty_events_committed_total {events_total}\n\
@@ -109,13 +110,21 @@ impl Metrics {
              # HELP loyalty_events_published_total Events published to NATS.\n# TYPE loyalty_events_published_total counter\nloyalty_events_published_total {}\n\
              # HELP loyalty_events_read_back_total Log records the publisher read back from the data directory (not in memory any more).\n# TYPE loyalty_events_read_back_total counter\nloyalty_events_read_back_total {}\n\
              # HELP loyalty_publish_lag_events Durable events not yet published.\n# TYPE loyalty_publish_lag_events gauge\nloyalty_publish_lag_events {}\n\
-             # HELP loyalty_idempotency_records_expired_total Idempotency records dropped past their retention since start.\n# TYPE loyalty_idempotency_records_expired_total counter\nloyalty_idempotency_records_expired_total {}\n",
+             # HELP loyalty_idempotency_records_expired_total Idempotency records dropped past their retention since start.\n# TYPE loyalty_idempotency_records_expired_total counter\nloyalty_idempotency_records_expired_total {}\n\
+             # HELP loyalty_index_rounds_total Rounds of the aggregate index's writer since start.\n# TYPE loyalty_index_rounds_total counter\nloyalty_index_rounds_total {}\n\
+             # HELP loyalty_index_events_total Events the aggregate index's rounds wrote since start.\n# TYPE loyalty_index_events_total counter\nloyalty_index_events_total {}\n\
+             # HELP loyalty_index_entries_total Entries the aggregate index's rounds wrote since start (each covers one or more versions).\n# TYPE loyalty_index_entries_total counter\nloyalty_index_entries_total {}\n\
+             # HELP loyalty_index_pending_events Durable events not yet in the aggregate index (held in memory; indexed again from the log after a crash).\n# TYPE loyalty_index_pending_events gauge\nloyalty_index_pending_events {}\n",
             engine.active_enrollments(),
             engine.passivation_slices(),
             self.events_published.load(Ordering::Relaxed),
             self.events_read_back.load(Ordering::Relaxed),
             durable.saturating_sub(published),
             engine.store().idempotency_records_expired(),
+            index.rounds,
+            index.events,
+            index.entries,
+            index.pending_events,
         );
         out
     }

@@ -51,6 +51,7 @@ fn store_options(settings: &Settings) -> StoreOptions {
         VerifyOnOpen::Tail(1_000_000)
     };
     options.idempotency_retention = Some(settings.idempotency_retention);
+    options.index_every_events = settings.index_every_events;
     options
 }
 
@@ -61,6 +62,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     info!(
         next_sequence = report.next_sequence,
         records_verified = report.records_verified,
+        events_indexed = report.events_indexed,
         duration_ms = report.duration_ms,
         "recovery done"
     );

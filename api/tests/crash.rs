@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 const KILLS: usize = 12;
 const CLIENTS: usize = 16;
 
+/// The aggregate index's rounds come every few hundred events instead of
+/// every million, so that kills land before, during and between them and
+/// each restart indexes a tail of the log again.
+const INDEX_EVERY_300_EVENTS: &[&str] = &["--index-every-events", "300"];
+
 /// The kill tests run one at a time: each needs most of its kills to land
 /// under load, which two of them sharing the cores made less likely.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -24,7 +29,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), None);
+    let server = Server::start_with(dir.path(), None, INDEX_EVERY_300_EVENTS);
     let t = tenant(&server, "Shop");
     let enrollments = enrollments(&server, &t, 4);
     // (enrollment, transaction id) of every 200 answer.
@@ -67,7 +72,7 @@ fn kill_9_under_http_load_loses_no_acknowledged_transaction() {
         100..600,
         || acked.lock().unwrap().len(),
         client,
-        || Server::start(dir.path(), None),
+        || Server::start_with(dir.path(), None, INDEX_EVERY_300_EVENTS),
     );
     assert!(
         kills_under_load >= 10,
@@ -247,7 +252,7 @@ fn kill_9_while_publishing_loses_no_event_and_publishes_none_not_durable() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), Some(&url));
+    let server = Server::start_with(dir.path(), Some(&url), INDEX_EVERY_300_EVENTS);
     let t = tenant(&server, "Shop");
     let enrollments = enrollments(&server, &t, 8);
     // The eventId of every earn answered 200.
@@ -287,7 +292,7 @@ fn kill_9_while_publishing_loses_no_event_and_publishes_none_not_durable() {
         400..1_000,
         || acked.lock().unwrap().len(),
         client,
-        || Server::start(dir.path(), Some(&url)),
+        || Server::start_with(dir.path(), Some(&url), INDEX_EVERY_300_EVENTS),
     );
     assert!(
         kills_under_load >= PUBLISHING_KILLS / 2,

@@ -4,7 +4,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `log` | sequence `u64` | [`LogRecord`](crate::LogRecord): the global commit order |
-//! | `aggregate` | aggregate id (16) + version `u64` | sequence `u64`: one aggregate's history |
+//! | `aggregate` | aggregate id (16) + newest version `u64` | sequences `u64` of consecutive versions up to it: one aggregate's history ([`crate::index`]) |
 //! | `snapshot` | aggregate id (16) | [`SnapshotRecord`](crate::SnapshotRecord) |
 //! | `idempotency` | enrollment id (16) + key bytes | [`IdempotencyRecord`](crate::IdempotencyRecord) |
 //! | `answers` | sequence `u64` of the transaction's event | its key and [`IdempotencyRecord`](crate::IdempotencyRecord) ([`crate::records::answer`]) |
@@ -47,7 +47,7 @@ impl Cf {
     }
 }
 
-/// Length of a `log` key (and of an `aggregate` value): a sequence.
+/// Length of a `log` key (and of each sequence in an `aggregate` value).
 pub const SEQUENCE_BYTES: usize = 8;
 
 /// Length of an `aggregate` key: an aggregate id and a version.
@@ -137,4 +137,6 @@ pub mod meta {
     pub const FORMAT: &[u8] = b"format";
     /// The event publisher's cursor.
     pub const PUBLISH_CURSOR: &[u8] = b"publish-cursor";
+    /// The aggregate index's cursor: every event up to it is indexed.
+    pub const INDEX_CURSOR: &[u8] = b"index-cursor";
 }

@@ -9,6 +9,8 @@
 //! - [`records`]: what the values are ([`LogRecord`], snapshots,
 //!   idempotency records, and [`records::answer`]: how a record is kept
 //!   by its event's sequence).
+//! - [`index`]: the aggregate index, written by a thread of its own off
+//!   the commit path, and read through memory until it is.
 //! - [`key_digests`]: how an active enrollment knows a key is new without
 //!   asking the store.
 //! - [`retention`]: how long idempotency records are kept, and how
@@ -27,6 +29,7 @@
 
 pub mod envelope;
 pub mod error;
+pub mod index;
 pub mod key_digests;
 pub mod keys;
 pub mod records;
@@ -35,6 +38,7 @@ pub mod retention;
 pub mod store;
 
 pub use error::StoreError;
+pub use index::IndexStats;
 pub use key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 pub use records::{ApiKeyRecord, IdempotencyRecord, LogRecord, SnapshotRecord, StoredAnswer};
 pub use recovery::RecoveryReport;

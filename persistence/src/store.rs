@@ -2,6 +2,7 @@
 
 use crate::envelope::{self, Kind};
 use crate::error::StoreError;
+use crate::index::{self, Index, IndexStats, Indexer};
 use crate::key_digests::{KeyDigests, KEY_DIGESTS_MAX};
 use crate::keys::{self, Cf};
 use crate::records::{
@@ -19,6 +20,7 @@ use rocksdb::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +51,10 @@ pub struct StoreOptions {
     /// from its configuration; a library user or a test that writes
     /// records with made-up times leaves it off.
     pub idempotency_retention: Option<IdempotencyRetention>,
+    /// Events noted between two rounds of the aggregate index's writer
+    /// ([`index`](crate::index)). Tests set a few, so that rounds, and
+    /// kills between them, happen within a short run.
+    pub index_every_events: usize,
 }
 
 impl StoreOptions {
@@ -59,6 +65,7 @@ impl StoreOptions {
             block_cache_bytes: 256 << 20,
             memtable_buckets: MEMTABLE_BUCKETS,
             idempotency_retention: None,
+            index_every_events: index::INDEX_EVERY_EVENTS,
         }
     }
 }
@@ -113,18 +120,17 @@ const BATCH_HEADER_BYTES: usize = 12;
 
 impl CommitGroup {
     /// The most bytes this group takes in a write batch: each event's log
-    /// record and aggregate-index entry, each put, all with their framing.
+    /// record and answer, each put, all with their framing.
     pub fn batch_bytes(&self) -> usize {
         let events: usize = self
             .events
             .iter()
             .map(|event| {
                 let log = keys::SEQUENCE_BYTES + event.value.len();
-                let index = keys::AGGREGATE_VERSION_BYTES + keys::SEQUENCE_BYTES;
                 let answer = event.answer.as_ref().map_or(0, |answer| {
                     keys::SEQUENCE_BYTES + answer.len() + BATCH_RECORD_FRAMING_MAX_BYTES
                 });
-                log + index + answer + 2 * BATCH_RECORD_FRAMING_MAX_BYTES
+                log + answer + BATCH_RECORD_FRAMING_MAX_BYTES
             })
             .sum();
         let puts: usize = self
@@ -143,6 +149,9 @@ pub struct Batch {
     pub events: usize,
     /// The room made for it up front ([`Store::batch_for`]), 0 if none.
     reserved_bytes: usize,
+    /// Each event's (aggregate, version, sequence), in sequence order: noted
+    /// for the aggregate index once the batch is written.
+    index: Vec<(Uuid, u64, u64)>,
 }
 
 impl Batch {
@@ -167,6 +176,10 @@ pub struct Store {
     expired: Arc<AtomicU64>,
     /// How long idempotency records are kept (`None`: for ever).
     retention: Option<IdempotencyRetention>,
+    /// The aggregate index's events noted and not yet written.
+    index: Arc<Index>,
+    /// Its writer thread, stopped when the last clone is dropped.
+    _indexer: Arc<Indexer>,
 }
 
 /// Buckets of the hash memtables (aggregate index, idempotency): one
@@ -176,7 +189,11 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 
 /// The data directory format this build writes.
 ///
-/// 4 since idempotency records are kept by the sequence of their event in
+/// 5 since the aggregate index is written off the commit path
+/// ([`index`](crate::index)): one entry may cover many versions, and
+/// `meta/index-cursor` says how much of the log it holds; a build from
+/// before would take such an entry for damage, and miss the events past
+/// the cursor. 4 since idempotency records are kept by the sequence of their event in
 /// `answers` ([`crate::records::answer`]): a build from before would not
 /// look there, and take a retry for a new transaction. 3 since snapshots
 /// carry key digests that age with the records' retention (envelope format
@@ -188,14 +205,73 @@ pub const MEMTABLE_BUCKETS: usize = 1 << 18;
 /// change at start-up ("data directory format 4 is not supported"),
 /// instead of letting it serve and then fail on the first record it
 /// cannot read.
-pub const DATA_FORMAT: u32 = 4;
+pub const DATA_FORMAT: u32 = 5;
 
 /// Older data directory formats this build reads, and upgrades on open.
-const UPGRADED_FORMATS: [u32; 3] = [1, 2, 3];
+/// Their index has an entry of one version for every event, which is an
+/// entry of this format too.
+const UPGRADED_FORMATS: [u32; 4] = [1, 2, 3, 4];
 
 /// Versions in the first window a lookup of a key in `answers` reads
 /// ([`Store::idempotency_up_to`]); each next window is eight times wider.
 const ANSWER_WINDOW_FIRST_VERSIONS: u64 = 16;
+
+/// Checks the directory's data format, and writes this build's (with the
+/// index cursor) if it is new or of an older format it upgrades.
+fn check_format(db: &DB) -> Result<(), StoreError> {
+    let meta = db
+        .cf_handle(Cf::Meta.name())
+        .expect("every column family is created at open");
+    let cursor = match db.get_cf(meta, keys::meta::FORMAT)? {
+        // A new directory: nothing is indexed (nor logged) yet.
+        None => 0,
+        Some(bytes) => {
+            let found: u32 = envelope::decode(Kind::Meta, &bytes, || "meta/format".into())?;
+            if found == DATA_FORMAT {
+                return Ok(());
+            }
+            if !UPGRADED_FORMATS.contains(&found) {
+                return Err(StoreError::Format {
+                    found,
+                    expected: DATA_FORMAT,
+                });
+            }
+            // Those formats indexed every event in its own write batch.
+            store_next_sequence(db)? - 1
+        }
+    };
+    // Synced, and before anything is written in the new format.
+    let mut batch = WriteBatch::default();
+    batch.put_cf(
+        meta,
+        keys::meta::FORMAT,
+        envelope::encode(Kind::Meta, &DATA_FORMAT)?,
+    );
+    batch.put_cf(meta, keys::meta::INDEX_CURSOR, index::cursor_value(cursor)?);
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    db.write_opt(batch, &sync)?;
+    Ok(())
+}
+
+/// The sequence after the newest log record: where the next commit starts.
+pub(crate) fn store_next_sequence(db: &DB) -> Result<u64, StoreError> {
+    let log = db
+        .cf_handle(Cf::Log.name())
+        .expect("every column family is created at open");
+    let mut iter = db.iterator_cf(log, IteratorMode::End);
+    match iter.next() {
+        None => Ok(1),
+        Some(item) => {
+            let (key, _) = item?;
+            let seq = keys::parse_sequence(&key).ok_or_else(|| StoreError::Corrupt {
+                what: "log column family".into(),
+                detail: format!("key of {} bytes is not a sequence", key.len()),
+            })?;
+            Ok(seq + 1)
+        }
+    }
+}
 
 /// Read options for one id's keys in the aggregate index or the
 /// idempotency records: RocksDB stops at the id's last key, so neither the
@@ -310,14 +386,39 @@ impl Store {
                 }
             }
         })?;
+        let db = Arc::new(db);
+        check_format(&db)?;
+        let mut report = recovery::recover(&db, options.verify)?;
+        // Before anything is served: what a crash left unindexed.
+        let cursor = index::cursor(&db)?.ok_or_else(|| StoreError::Corrupt {
+            what: "meta/index-cursor".into(),
+            detail: format!("missing in a directory of format {DATA_FORMAT}"),
+        })?;
+        if cursor >= report.next_sequence {
+            return Err(StoreError::Corrupt {
+                what: "meta/index-cursor".into(),
+                detail: format!(
+                    "says the index holds the log up to {cursor}, but the log ends at {}",
+                    report.next_sequence - 1
+                ),
+            });
+        }
+        (report.events_indexed, _) =
+            index::index_log_after(&db, cursor, options.index_every_events)?;
+        let index = Arc::new(Index::new(
+            report.next_sequence - 1,
+            options.index_every_events,
+        ));
+        let indexer = Indexer::start(index.clone(), db.clone())?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
         let store = Store {
-            db: Arc::new(db),
+            db,
             path,
             expired,
             retention: options.idempotency_retention,
+            index,
+            _indexer: Arc::new(indexer),
         };
-        store.check_format()?;
-        let report = recovery::recover(&store, options.verify, started)?;
         Ok((store, report))
     }
 
@@ -331,41 +432,12 @@ impl Store {
             .expect("every column family is created at open")
     }
 
-    fn check_format(&self) -> Result<(), StoreError> {
-        match self.db.get_cf(self.cf(Cf::Meta), keys::meta::FORMAT)? {
-            None => self.write_format(),
-            Some(bytes) => {
-                let found: u32 = envelope::decode(Kind::Meta, &bytes, || "meta/format".into())?;
-                if found == DATA_FORMAT {
-                    Ok(())
-                } else if UPGRADED_FORMATS.contains(&found) {
-                    // Before anything is written in the new format.
-                    self.write_format()
-                } else {
-                    Err(StoreError::Format {
-                        found,
-                        expected: DATA_FORMAT,
-                    })
-                }
-            }
-        }
-    }
-
-    /// Records (synced) that the directory is of this build's format.
-    fn write_format(&self) -> Result<(), StoreError> {
-        let value = envelope::encode(Kind::Meta, &DATA_FORMAT)?;
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        self.db
-            .put_cf_opt(self.cf(Cf::Meta), keys::meta::FORMAT, value, &sync)?;
-        Ok(())
-    }
-
     pub fn batch(&self) -> Batch {
         Batch {
             inner: WriteBatch::default(),
             events: 0,
             reserved_bytes: 0,
+            index: Vec::new(),
         }
     }
 
@@ -377,15 +449,16 @@ impl Store {
     /// large from fresh mappings, faulting in new pages. Both were on the
     /// commit thread, which every answer waits for (notes item 27).
     pub fn batch_for<'a>(&self, groups: impl IntoIterator<Item = &'a CommitGroup>) -> Batch {
-        let bytes = BATCH_HEADER_BYTES
-            + groups
-                .into_iter()
-                .map(CommitGroup::batch_bytes)
-                .sum::<usize>();
+        let (mut bytes, mut events) = (BATCH_HEADER_BYTES, 0);
+        for group in groups {
+            bytes += group.batch_bytes();
+            events += group.events.len();
+        }
         Batch {
             inner: WriteBatch::with_capacity_bytes(bytes),
             events: 0,
             reserved_bytes: bytes,
+            index: Vec::with_capacity(events),
         }
     }
 
@@ -405,13 +478,15 @@ impl Store {
     /// Returns each group's last sequence, as [`Store::add_group`] does.
     ///
     /// Same contents as adding them one by one, in another order: the
-    /// log's keys are already ascending, and every other column family's
+    /// log's and the answers' keys are already ascending, and the puts'
     /// keys are sorted before they go in. RocksDB inserts a batch into its
     /// memtable skip lists one key after the other, reusing the previous
     /// key's position; random keys (enrollment ids) cost a full search
     /// with a cache miss per level, sorted ones a short walk (in the two
     /// hashed families, within one id's list). Equal keys keep their order
-    /// (a stable sort), so the later put still wins.
+    /// (a stable sort), so the later put still wins. The events' index
+    /// entries are not in the batch: [`Store::write`] notes them for the
+    /// indexer ([`index`](crate::index)).
     pub fn add_groups<'a>(
         &self,
         batch: &mut Batch,
@@ -420,7 +495,6 @@ impl Store {
     ) -> Vec<u64> {
         let log = self.cf(Cf::Log);
         let answers = self.cf(Cf::Answers);
-        let mut index: Vec<([u8; 24], u64)> = Vec::new();
         let mut puts: Vec<&Put> = Vec::new();
         let mut lasts = Vec::new();
         for group in groups {
@@ -431,20 +505,12 @@ impl Store {
                     // In sequence order, as the log's: no search, no merge.
                     batch.inner.put_cf(answers, keys::sequence(seq), answer);
                 }
-                index.push((
-                    keys::aggregate_version(event.aggregate_id.as_bytes(), event.version),
-                    seq,
-                ));
+                batch.index.push((event.aggregate_id, event.version, seq));
                 *next_sequence += 1;
             }
             puts.extend(&group.puts);
             batch.events += group.events.len();
             lasts.push(*next_sequence - 1);
-        }
-        index.sort_unstable_by_key(|entry| entry.0);
-        let aggregate = self.cf(Cf::Aggregate);
-        for (key, seq) in &index {
-            batch.inner.put_cf(aggregate, key, keys::sequence(*seq));
         }
         puts.sort_by(|a, b| (a.cf as u8, &a.key).cmp(&(b.cf as u8, &b.key)));
         for put in puts {
@@ -455,28 +521,33 @@ impl Store {
 
     /// Writes a batch atomically. With `sync`, the write-ahead log is
     /// fsync'd before this returns: the only path by which an answer of
-    /// success becomes possible.
+    /// success becomes possible. Then notes its events for the aggregate
+    /// index, which may hold the caller back while the indexer catches up
+    /// ([`index`](crate::index)); an error after the write means the
+    /// indexer failed, and the store takes no more writes.
+    ///
+    /// One writer at a time: events must be noted in sequence order.
     pub fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db.write_opt(batch.inner, &options)?;
-        Ok(())
+        self.index.note(&batch.index)
+    }
+
+    /// Writes every event noted for the aggregate index to the store now,
+    /// instead of when its next round is due (tests, and [`Store::flush`]).
+    pub fn index_now(&self) -> Result<(), StoreError> {
+        self.index.round(&self.db).map(|_| ())
+    }
+
+    /// The aggregate index writer's counters (metrics).
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats()
     }
 
     /// The sequence after the newest log record: where the next commit starts.
     pub fn next_sequence(&self) -> Result<u64, StoreError> {
-        let mut iter = self.db.iterator_cf(self.cf(Cf::Log), IteratorMode::End);
-        match iter.next() {
-            None => Ok(1),
-            Some(item) => {
-                let (key, _) = item?;
-                let seq = keys::parse_sequence(&key).ok_or_else(|| StoreError::Corrupt {
-                    what: "log column family".into(),
-                    detail: format!("key of {} bytes is not a sequence", key.len()),
-                })?;
-                Ok(seq + 1)
-            }
-        }
+        store_next_sequence(&self.db)
     }
 
     /// Log records after `after` (exclusive), oldest first, at most `limit`.
@@ -499,42 +570,67 @@ impl Store {
     }
 
     /// The log sequences of an aggregate's versions `from..=to` (fewer if
-    /// it has fewer), checked to follow one another.
+    /// it has fewer), checked to follow one another: from the events noted
+    /// for the index and not yet written (read first, see
+    /// [`index`](crate::index)), and from the index's entries, whose
+    /// overlaps are merged.
     fn aggregate_sequences(
         &self,
         aggregate_id: Uuid,
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut found: BTreeMap<u64, u64> = self
+            .index
+            .sequences(aggregate_id, from, to)
+            .into_iter()
+            .collect();
+        // The first version not yet found: the entries are read until it
+        // passes `to` (or they end).
+        let mut next = from;
+        let advance = |found: &BTreeMap<u64, u64>, next: &mut u64| {
+            while *next <= to && found.contains_key(next) {
+                *next += 1;
+            }
+        };
+        advance(&found, &mut next);
         let id = aggregate_id.as_bytes();
         let start = keys::aggregate_version(id, from);
-        let mut sequences = Vec::new();
-        let index = self.db.iterator_cf_opt(
-            self.cf(Cf::Aggregate),
-            one_id(),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for (item, expected) in index.zip(from..) {
-            let (key, value) = item?;
-            let Some(version) = keys::parse_aggregate_version(&key, id) else {
+        let mut entries = self
+            .db
+            .raw_iterator_cf_opt(self.cf(Cf::Aggregate), one_id());
+        entries.seek(start);
+        while next <= to {
+            let (Some(key), Some(value)) = (entries.key(), entries.value()) else {
                 break;
             };
-            if version > to {
+            let Some(newest) = keys::parse_aggregate_version(key, id) else {
                 break;
+            };
+            let sequences =
+                index::entry_sequences(newest, value).ok_or_else(|| StoreError::Corrupt {
+                    what: format!("aggregate index of {aggregate_id} at version {newest}"),
+                    detail: format!(
+                        "a value of {} bytes is not a list of sequences",
+                        value.len()
+                    ),
+                })?;
+            for (version, seq) in sequences {
+                if (from..=to).contains(&version) {
+                    found.entry(version).or_insert(seq);
+                }
             }
-            if version != expected {
-                return Err(StoreError::Corrupt {
-                    what: format!("aggregate index of {aggregate_id}"),
-                    detail: format!("version {expected} is missing (found {version})"),
-                });
-            }
-            let seq = keys::parse_sequence(&value).ok_or_else(|| StoreError::Corrupt {
-                what: format!("aggregate index of {aggregate_id} at version {version}"),
-                detail: "value is not a sequence".into(),
-            })?;
-            sequences.push((version, seq));
+            advance(&found, &mut next);
+            entries.next();
         }
-        Ok(sequences)
+        entries.status()?;
+        if let Some((&version, _)) = found.range(next..).next() {
+            return Err(StoreError::Corrupt {
+                what: format!("aggregate index of {aggregate_id}"),
+                detail: format!("version {next} is missing (found {version})"),
+            });
+        }
+        Ok(found.into_iter().collect())
     }
 
     /// An aggregate's events with versions in `from..=to`, oldest first.
@@ -576,10 +672,12 @@ impl Store {
     ///
     /// Walks the aggregate's index forward: the column family's memtable
     /// is hashed by aggregate id and cannot seek backwards. Only catalog
-    /// aggregates are asked (a program or customer has a handful of
-    /// events, a business one more per API key issued); an enrollment
-    /// knows its version from its state.
+    /// aggregates and held keys' lookups ask (a program or customer has a
+    /// handful of entries, a business one more per API key issued); an
+    /// enrollment knows its version from its state.
     pub fn aggregate_version(&self, aggregate_id: Uuid) -> Result<Option<u64>, StoreError> {
+        // Memory first, as for `aggregate_sequences`.
+        let noted = self.index.newest_version(aggregate_id);
         let id = aggregate_id.as_bytes();
         let mut iter = self
             .db
@@ -594,7 +692,7 @@ impl Store {
             iter.next();
         }
         iter.status()?;
-        Ok(newest)
+        Ok(newest.max(noted))
     }
 
     /// Rebuilds an enrollment from its snapshot and the events after it.
@@ -1078,6 +1176,7 @@ impl Store {
 
     /// Flushes memtables to SST files (tests and backups).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.index_now()?;
         for cf in Cf::ALL {
             self.db.flush_cf(self.cf(cf))?;
         }
@@ -1093,9 +1192,5 @@ impl Store {
         options.set_timeout(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX));
         self.db.wait_for_compact(&options)?;
         Ok(())
-    }
-
-    pub(crate) fn db(&self) -> &DB {
-        &self.db
     }
 }

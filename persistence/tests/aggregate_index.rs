@@ -1,13 +1,19 @@
-//! The aggregate index (aggregate id, version) -> sequence is read one
-//! aggregate at a time (its memtable is hashed by aggregate id): each
+//! The aggregate index (aggregate id, newest version) -> sequences is read
+//! one aggregate at a time (its memtable is hashed by aggregate id): each
 //! aggregate's newest version and its events must come out whole and
-//! unmixed with its neighbours', from the memtable, from table files, from
-//! both at once, and after a restart.
+//! unmixed with its neighbours', from the events noted in memory and not
+//! yet indexed, from the memtable, from table files, from all at once,
+//! after a restart, and after a crash that left events unindexed.
 
 use loyalty_engine::catalog::{Business, CatalogEvent};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
-use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreOptions};
+use loyalty_persistence::index::ENTRY_VERSIONS_MAX;
+use loyalty_persistence::keys::Cf;
+use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
+use std::path::Path;
 use uuid::Uuid;
+
+mod common;
 
 fn record(aggregate: Uuid, version: u64) -> LogRecord {
     let business = Business {
@@ -78,6 +84,19 @@ fn each_aggregate_reads_back_its_own_versions_when_all_share_one_bucket() {
     own_versions_only(options);
 }
 
+/// The same when the indexer writes a round every few events, so that
+/// reads find an aggregate's versions partly in the store and partly in
+/// memory.
+#[test]
+fn each_aggregate_reads_back_its_own_versions_when_rounds_come_often() {
+    for every in [1, 4, 7] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.index_every_events = every;
+        own_versions_only(options);
+    }
+}
+
 fn own_versions_only(options: StoreOptions) {
     // Adjacent ids, so their index keys are neighbours; the largest id has
     // no next prefix to stop at.
@@ -94,4 +113,174 @@ fn own_versions_only(options: StoreOptions) {
     }
     let (store, _) = Store::open(&options).unwrap();
     check(&store, &aggregates, 8);
+}
+
+/// A round writes one entry per aggregate for all the versions it noted,
+/// not one per event (what takes the index off the commit path's cost).
+#[test]
+fn a_round_writes_one_entry_per_aggregate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    let aggregates = [10, 11, 12].map(Uuid::from_u128);
+    append(&store, &aggregates, 1, 5);
+    assert_eq!(store.index_stats().pending_events, 15);
+    assert_eq!(store.index_stats().rounds, 0, "no round is due yet");
+    store.index_now().unwrap();
+    let stats = store.index_stats();
+    assert_eq!(
+        (
+            stats.rounds,
+            stats.events,
+            stats.entries,
+            stats.pending_events
+        ),
+        (1, 15, 3, 0)
+    );
+    check(&store, &aggregates, 5);
+}
+
+/// A run longer than an entry holds is split over several entries, and
+/// reads across their boundaries find every version once.
+#[test]
+fn a_long_run_is_split_over_entries_that_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::new(dir.path());
+    let aggregate = Uuid::from_u128(7);
+    let newest = 2 * ENTRY_VERSIONS_MAX as u64 + 88;
+    {
+        let (store, _) = Store::open(&options).unwrap();
+        append(&store, &[aggregate], 1, newest);
+        store.index_now().unwrap();
+        assert_eq!(store.index_stats().entries, 3);
+        check_windows(&store, aggregate, newest);
+    }
+    let (store, report) = Store::open(&options).unwrap();
+    assert_eq!(
+        report.events_indexed, 0,
+        "a clean close left nothing to index"
+    );
+    check(&store, &[aggregate], newest);
+    check_windows(&store, aggregate, newest);
+}
+
+/// Windows that start, end and cross the entries' boundaries.
+fn check_windows(store: &Store, aggregate: Uuid, newest: u64) {
+    let edge = ENTRY_VERSIONS_MAX as u64;
+    for (from, to) in [
+        (1, 1),
+        (edge, edge),
+        (edge - 3, edge + 3),
+        (edge + 1, 2 * edge + 1),
+        (2 * edge, newest),
+        (newest, newest),
+        (newest, u64::MAX),
+    ] {
+        let versions: Vec<u64> = store
+            .aggregate_events(aggregate, from, to)
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.version)
+            .collect();
+        assert_eq!(
+            versions,
+            (from..=to.min(newest)).collect::<Vec<_>>(),
+            "{from}..={to}"
+        );
+    }
+}
+
+/// What a kill -9 leaves: events written and noted but never indexed in
+/// the store. Opening indexes them from the log before it is ready, in
+/// rounds when they are many.
+#[test]
+fn events_a_crash_left_unindexed_are_indexed_when_the_store_opens() {
+    let aggregates = [10, 11, u128::MAX].map(Uuid::from_u128);
+    let open = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&StoreOptions::new(open.path())).unwrap();
+    append(&store, &aggregates, 1, 5);
+    store.index_now().unwrap();
+    append(&store, &aggregates, 6, 8);
+    let crashed = common::crash_image(open.path());
+    drop(store);
+    for every in [2, 1000] {
+        let image = common::crash_image(crashed.path());
+        let mut options = StoreOptions::new(image.path());
+        options.index_every_events = every;
+        let (store, report) = Store::open(&options).unwrap();
+        assert_eq!(
+            report.events_indexed, 9,
+            "the 3 versions of 3 aggregates after the round"
+        );
+        assert_eq!(store.index_stats().pending_events, 0);
+        check(&store, &aggregates, 8);
+        // Indexed in the store, not only in memory: whole after another
+        // crash too.
+        let again = common::crash_image(image.path());
+        drop(store);
+        let (store, report) = Store::open(&StoreOptions::new(again.path())).unwrap();
+        assert_eq!(report.events_indexed, 0);
+        check(&store, &aggregates, 8);
+    }
+}
+
+/// The data directory as RocksDB alone sees it, to write entries the
+/// store would not.
+fn raw_put(dir: &Path, key: &[u8], value: &[u8]) {
+    let db =
+        rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, Cf::ALL.map(Cf::name)).unwrap();
+    db.put_cf(db.cf_handle("aggregate").unwrap(), key, value)
+        .unwrap();
+}
+
+fn entry(aggregate: Uuid, sequences: &[u64], newest: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut key = aggregate.as_bytes().to_vec();
+    key.extend_from_slice(&newest.to_be_bytes());
+    (
+        key,
+        sequences.iter().flat_map(|s| s.to_be_bytes()).collect(),
+    )
+}
+
+/// A round torn by a crash, then written again by the next start, leaves
+/// entries that overlap: readers merge them. A version no entry holds,
+/// below one that is held, is damage.
+#[test]
+fn overlapping_entries_are_merged_and_a_missing_version_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::new(dir.path());
+    let aggregate = Uuid::from_u128(5);
+    let sequences: Vec<u64> = {
+        let (store, _) = Store::open(&options).unwrap();
+        append(&store, &[aggregate], 1, 8);
+        store
+            .aggregate_events(aggregate, 1, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect()
+    };
+    // Versions 3..=6 again, under a key of their own.
+    let (key, value) = entry(aggregate, &sequences[2..6], 6);
+    raw_put(dir.path(), &key, &value);
+    {
+        let (store, _) = Store::open(&options).unwrap();
+        check(&store, &[aggregate], 8);
+    }
+    // An entry of versions 11..=12 where 9 and 10 are nowhere.
+    let (key, value) = entry(aggregate, &[900, 901], 12);
+    raw_put(dir.path(), &key, &value);
+    let (store, _) = Store::open(&options).unwrap();
+    let err = store.aggregate_events(aggregate, 1, u64::MAX).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("version 9 is missing (found 11)"),
+        "{err}"
+    );
+    // A value that is not a whole number of sequences.
+    drop(store);
+    let (key, _) = entry(aggregate, &[], 20);
+    raw_put(dir.path(), &key, &[1, 2, 3]);
+    let (store, _) = Store::open(&options).unwrap();
+    let err = store.aggregate_events(aggregate, 15, u64::MAX).unwrap_err();
+    assert!(err.to_string().contains("not a list of sequences"), "{err}");
 }

@@ -10,11 +10,19 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+mod common;
+
 const BATCHES: u64 = 40;
 const PER_BATCH: u64 = 50;
 
-/// Writes `BATCHES` synced batches of `PER_BATCH` events.
+/// Writes `BATCHES` synced batches of `PER_BATCH` events, and closes the
+/// store.
 fn write_log(dir: &Path, flush: bool) {
+    drop(write_log_open(dir, flush));
+}
+
+/// The same, leaving the store open.
+fn write_log_open(dir: &Path, flush: bool) -> Store {
     let (store, report) = Store::open(&StoreOptions::new(dir)).unwrap();
     let mut next = report.next_sequence;
     for b in 0..BATCHES {
@@ -43,6 +51,7 @@ fn write_log(dir: &Path, flush: bool) {
     if flush {
         store.flush().unwrap();
     }
+    store
 }
 
 fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
@@ -117,10 +126,14 @@ fn a_damaged_write_ahead_log_refuses_start_up() {
     assert!(err.to_string().contains("damaged"), "{err}");
 }
 
+/// On the image of a crash: a clean close would write the aggregate
+/// index's last round after the last batch.
 #[test]
 fn a_torn_last_write_is_dropped_and_everything_before_it_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), false);
+    let open = tempfile::tempdir().unwrap();
+    let store = write_log_open(open.path(), false);
+    let dir = common::crash_image(open.path());
+    drop(store);
     let wal = files(dir.path(), "log");
     let largest = wal
         .iter()
@@ -144,6 +157,17 @@ fn a_torn_last_write_is_dropped_and_everything_before_it_kept() {
         "exactly the torn batch is dropped"
     );
     assert_eq!(store.read_log(0, usize::MAX).unwrap().len() as u64, kept);
+    // Nothing was indexed in the store before the crash: start-up indexed
+    // what the log kept.
+    assert_eq!(report.events_indexed, kept);
+    for seq in [1, kept] {
+        let id = Uuid::from_u128(u128::from(seq));
+        let events = store.aggregate_events(id, 1, u64::MAX).unwrap();
+        assert_eq!(events.len(), 1, "the index finds event {seq}");
+        assert_eq!(events[0].0, seq);
+    }
+    let dropped = Uuid::from_u128(u128::from(kept + 1));
+    assert_eq!(store.aggregate_version(dropped).unwrap(), None);
 }
 
 /// The data directory as RocksDB alone sees it (no engine options).
@@ -156,6 +180,10 @@ fn set_format(dir: &Path, format: u32) {
     let meta = db.cf_handle("meta").unwrap();
     let value = envelope::encode(Kind::Meta, &format).unwrap();
     db.put_cf(meta, b"format", value).unwrap();
+    if format < 5 {
+        // Those formats had no index cursor.
+        db.delete_cf(meta, b"index-cursor").unwrap();
+    }
 }
 
 fn format(dir: &Path) -> u32 {
@@ -176,14 +204,14 @@ fn a_directory_of_another_format_is_refused() {
             err,
             StoreError::Format {
                 found: 99,
-                expected: 4
+                expected: 5
             }
         ),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "data directory format 99 is not supported (this build reads formats up to 4)"
+        "data directory format 99 is not supported (this build reads formats up to 5)"
     );
     assert_eq!(
         format(dir.path()),
@@ -193,23 +221,44 @@ fn a_directory_of_another_format_is_refused() {
 }
 
 /// A directory of format 1 (idempotency records with `recorded_at` last),
-/// 2 (snapshot digests that do not age) or 3 (every idempotency record
-/// kept by key) is read as it is and marked format 4 on open, so that a
-/// build from before format 4 refuses it at start-up rather than failing
-/// later on a record it cannot read, or missing one it does not look for.
+/// 2 (snapshot digests that do not age), 3 (every idempotency record kept
+/// by key) or 4 (an index entry per event, in its commit's batch) is read
+/// as it is and marked format 5 on open, so that a build from before
+/// format 5 refuses it at start-up rather than failing later on a record
+/// it cannot read, or missing one it does not look for. Its index is
+/// whole: nothing is indexed again.
 #[test]
 fn a_directory_of_a_previous_format_is_upgraded_on_open() {
-    for previous in [1, 2, 3] {
+    for previous in [1, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), true);
         set_format(dir.path(), previous);
         let (store, report) = Store::open(&StoreOptions::new(dir.path())).unwrap();
         assert_eq!(report.next_sequence, BATCHES * PER_BATCH + 1);
+        assert_eq!(report.events_indexed, 0);
         assert_eq!(
             store.read_log(0, usize::MAX).unwrap().len() as u64,
             BATCHES * PER_BATCH
         );
+        let last = Uuid::from_u128(u128::from(BATCHES * PER_BATCH));
+        assert_eq!(store.aggregate_version(last).unwrap(), Some(1));
         drop(store);
-        assert_eq!(format(dir.path()), 4, "from format {previous}");
+        assert_eq!(format(dir.path()), 5, "from format {previous}");
     }
+}
+
+/// A directory of this format without its index cursor cannot say which
+/// events its index holds: it is damage, not a fresh start.
+#[test]
+fn a_directory_without_its_index_cursor_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), false);
+    {
+        let db = raw_db(dir.path());
+        let meta = db.cf_handle("meta").unwrap();
+        db.delete_cf(meta, b"index-cursor").unwrap();
+    }
+    let err = open_error(dir.path());
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("meta/index-cursor"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! Records the store's tests write.
+//! Records the store's tests write, and a crash image of a directory.
 
 use loyalty_engine::enrollment::earn::{EarnPoints, EarnValue};
 use loyalty_engine::enrollment::{Request, TransactionOutcome};
@@ -7,6 +7,7 @@ use loyalty_persistence::{IdempotencyRecord, StoredAnswer};
 use uuid::Uuid;
 
 /// The idempotency record of an earn of 10 points, decided at `recorded_at`.
+#[allow(dead_code)] // Not every test file writes records.
 pub fn earn_record(recorded_at: Timestamp) -> IdempotencyRecord {
     IdempotencyRecord {
         request: Request::Earn(EarnPoints {
@@ -30,4 +31,20 @@ pub fn earn_record(recorded_at: Timestamp) -> IdempotencyRecord {
         },
         recorded_at,
     }
+}
+
+/// A copy of an open store's directory, file by file: what a kill -9 at
+/// this moment would leave (every write so far has reached the operating
+/// system, and nothing the store would do on a clean close, such as the
+/// aggregate index's last round, has happened).
+#[allow(dead_code)] // Not every test file crashes a store.
+pub fn crash_image(dir: &std::path::Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, image.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    image
 }
