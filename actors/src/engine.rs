@@ -313,7 +313,7 @@ impl Engine {
 
     /// Whether a write failed, so the process must stop.
     pub fn has_failed(&self) -> bool {
-        self.rt.committer.has_failed()
+        self.rt.committer.has_failed() || self.rt.store.has_failed()
     }
 
     /// Stops the shards, lets the commit thread write what is queued, and

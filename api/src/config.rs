@@ -101,8 +101,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LOYALTY_IDEMPOTENCY_RETENTION_DAYS")]
     pub idempotency_retention_days: Option<u64>,
     /// Durable events held in memory between two writes of the aggregate
-    /// index; a restart after a crash indexes up to about twice this many
-    /// again from the log. Default: 1048576
+    /// index; a restart after a crash indexes usually one to two times
+    /// this many again from the log, at most about four. Default: 524288
     #[arg(long, env = "LOYALTY_INDEX_EVERY_EVENTS")]
     pub index_every_events: Option<usize>,
 }

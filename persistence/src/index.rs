@@ -68,15 +68,19 @@ const ROUND_BATCH_ENTRIES: usize = 1024;
 /// Events noted since the last round before the next one starts, unless
 /// the store's options set it ([`crate::StoreOptions::index_every_events`]).
 /// Larger rounds cover more versions per entry (fewer entries), at the
-/// cost of memory (about 16 bytes per event, plus one map slot per
-/// aggregate) and of what a restart after a crash indexes again (up to
-/// about twice this many events, read back from the log).
-pub const INDEX_EVERY_EVENTS: usize = 1 << 20;
+/// cost of memory and of what a restart after a crash indexes again:
+/// usually one to two rounds' worth, at most [`NOTED_ROUNDS_MAX`] + 1
+/// when the indexer falls behind. An event noted costs 16 bytes in its
+/// aggregate's list; an aggregate new to the round costs a map slot and
+/// that list's first allocation, about 130 bytes together, and as much
+/// again while its round is written.
+pub const INDEX_EVERY_EVENTS: usize = 1 << 19;
 
-/// Rounds' worth of events that may wait while a round is being written
-/// before [`Index::note`] holds its caller back: the bound on the memory
-/// the noted events take when the indexer cannot keep up.
-const NOTED_ROUNDS_MAX: usize = 4;
+/// Rounds' worth of events that may be noted while a round is being
+/// written before [`Index::note`] holds its caller back: with the round
+/// being written (at most as many), the bound on the events held in
+/// memory, and so on what a restart after a crash indexes again.
+pub const NOTED_ROUNDS_MAX: usize = 2;
 
 /// An aggregate's noted (version, sequence) pairs, oldest first.
 type Runs = HashMap<Uuid, Vec<(u64, u64)>>;
@@ -91,6 +95,12 @@ struct Pending {
     noted_through: u64,
     /// The round being written, still read from here until it is done.
     writing: Option<Arc<Runs>>,
+    /// The events in `writing`.
+    writing_events: usize,
+    /// Aggregates in the last round taken: room made up front for the
+    /// next one, so that `note` does not regrow the map on the commit
+    /// thread.
+    last_round_aggregates: usize,
     /// Why a round's write failed; the store takes no more writes.
     failed: Option<String>,
     /// The store is closing: the indexer writes what is left and ends.
@@ -125,21 +135,24 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    /// An index whose store holds every event up to `indexed_through`.
-    pub(crate) fn new(indexed_through: u64, every_events: usize) -> Index {
+    /// An index whose store holds every event up to `indexed_through`,
+    /// after `opening` (the rounds written while the store opened).
+    pub(crate) fn new(indexed_through: u64, every_events: usize, opening: IndexStats) -> Index {
         Index {
             state: Mutex::new(Pending {
                 noted: Runs::new(),
                 noted_events: 0,
                 noted_through: indexed_through,
                 writing: None,
+                writing_events: 0,
+                last_round_aggregates: 0,
                 failed: None,
                 stopping: false,
             }),
             changed: Condvar::new(),
             round: Mutex::new(()),
             every_events: every_events.max(1),
-            stats: Mutex::new(IndexStats::default()),
+            stats: Mutex::new(opening),
         }
     }
 
@@ -219,10 +232,18 @@ impl Index {
             .max()
     }
 
+    /// Fails once a round could not be written (see [`Index::note`]).
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match &self.lock().failed {
+            Some(cause) => Err(failed(cause)),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn stats(&self) -> IndexStats {
         let pending_events = {
             let pending = self.lock();
-            pending.noted_events + pending.writing.as_ref().map_or(0, |runs| events_in(runs))
+            pending.noted_events + pending.writing_events
         };
         IndexStats {
             pending_events: pending_events as u64,
@@ -233,7 +254,9 @@ impl Index {
     /// Writes what is noted as one round. `Ok(false)` if nothing was.
     pub(crate) fn round(&self, db: &DB) -> Result<bool, StoreError> {
         let _one_at_a_time = self.round.lock().unwrap_or_else(|e| e.into_inner());
-        let (runs, through) = {
+        // Allocated before the lock is taken: `note` waits for none of it.
+        let next = Runs::with_capacity(self.lock().last_round_aggregates);
+        let (runs, events, through) = {
             let mut pending = self.lock();
             if let Some(cause) = &pending.failed {
                 return Err(failed(cause));
@@ -241,19 +264,27 @@ impl Index {
             if pending.noted_events == 0 {
                 return Ok(false);
             }
-            let runs = Arc::new(std::mem::take(&mut pending.noted));
-            pending.noted_events = 0;
+            let runs = Arc::new(std::mem::replace(&mut pending.noted, next));
+            let events = std::mem::take(&mut pending.noted_events);
             pending.writing = Some(runs.clone());
-            (runs, pending.noted_through)
+            pending.writing_events = events;
+            pending.last_round_aggregates = runs.len();
+            (runs, events, pending.noted_through)
         };
+        // A panic in the write leaves the round in `writing`, where readers
+        // still find it, and stops the store as a failed write would.
+        let guard = FailOnPanic(self);
         let written = write_round(db, &runs, through);
+        drop(guard);
+        drop(runs);
         let mut pending = self.lock();
         match &written {
             Ok(entries) => {
                 pending.writing = None;
+                pending.writing_events = 0;
                 let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
                 stats.rounds += 1;
-                stats.events += events_in(&runs) as u64;
+                stats.events += events as u64;
                 stats.entries += *entries as u64;
             }
             Err(err) => {
@@ -295,14 +326,26 @@ impl Index {
     }
 }
 
+/// Marks the index failed if dropped by a panic in a round's write (see
+/// [`Index::round`]): otherwise the round would stay in `writing` for
+/// good, no round would follow, and `note` would in the end hold the
+/// commit thread for ever instead of stopping the engine.
+struct FailOnPanic<'a>(&'a Index);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut pending = self.0.lock();
+            pending.failed = Some("the indexer panicked while writing a round".into());
+            self.0.changed.notify_all();
+        }
+    }
+}
+
 fn failed(cause: &str) -> StoreError {
     StoreError::Io(format!(
         "the aggregate index could not be written, so the store takes no more writes: {cause}"
     ))
-}
-
-fn events_in(runs: &Runs) -> usize {
-    runs.values().map(Vec::len).sum()
 }
 
 /// The indexer thread of a store: started when the store opens, told to
@@ -418,19 +461,20 @@ pub(crate) fn cursor_value(through: u64) -> Result<Vec<u8>, StoreError> {
 }
 
 /// Indexes every log record after `cursor`, in rounds of `every_events`
-/// (while the store opens, before the indexer thread starts). Returns the
-/// events indexed and the rounds.
+/// (while the store opens, before the indexer thread starts). Returns
+/// what its rounds wrote.
 pub(crate) fn index_log_after(
     db: &DB,
     cursor: u64,
     every_events: usize,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<IndexStats, StoreError> {
     let mut options = ReadOptions::default();
     options.fill_cache(false);
     options.set_readahead_size(4 << 20);
     let start = keys::sequence(cursor.saturating_add(1));
     let mut runs = Runs::new();
-    let (mut in_round, mut events, mut rounds) = (0usize, 0u64, 0u64);
+    let mut in_round = 0usize;
+    let mut stats = IndexStats::default();
     let mut through = cursor;
     for item in db.iterator_cf_opt(
         cf(db, Cf::Log)?,
@@ -449,19 +493,20 @@ pub(crate) fn index_log_after(
             .push((record.version, seq));
         through = seq;
         in_round += 1;
-        events += 1;
         if in_round >= every_events.max(1) {
-            write_round(db, &runs, through)?;
+            stats.entries += write_round(db, &runs, through)? as u64;
+            stats.events += in_round as u64;
+            stats.rounds += 1;
             runs.clear();
             in_round = 0;
-            rounds += 1;
         }
     }
     if in_round > 0 {
-        write_round(db, &runs, through)?;
-        rounds += 1;
+        stats.entries += write_round(db, &runs, through)? as u64;
+        stats.events += in_round as u64;
+        stats.rounds += 1;
     }
-    Ok((events, rounds))
+    Ok(stats)
 }
 
 /// The (version, sequence) pairs an entry holds, oldest first; `None` if

@@ -403,11 +403,12 @@ impl Store {
                 ),
             });
         }
-        (report.events_indexed, _) =
-            index::index_log_after(&db, cursor, options.index_every_events)?;
+        let opening = index::index_log_after(&db, cursor, options.index_every_events)?;
+        report.events_indexed = opening.events;
         let index = Arc::new(Index::new(
             report.next_sequence - 1,
             options.index_every_events,
+            opening,
         ));
         let indexer = Indexer::start(index.clone(), db.clone())?;
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -528,6 +529,8 @@ impl Store {
     ///
     /// One writer at a time: events must be noted in sequence order.
     pub fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
+        // Not one more batch once the index cannot be written.
+        self.index.check()?;
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db.write_opt(batch.inner, &options)?;
@@ -543,6 +546,13 @@ impl Store {
     /// The aggregate index writer's counters (metrics).
     pub fn index_stats(&self) -> IndexStats {
         self.index.stats()
+    }
+
+    /// Whether the aggregate index could not be written: the store takes
+    /// no more writes, and the engine stops as for a failed write of its
+    /// own, without waiting for its next commit to find out.
+    pub fn has_failed(&self) -> bool {
+        self.index.check().is_err()
     }
 
     /// The sequence after the newest log record: where the next commit starts.
@@ -1125,6 +1135,8 @@ impl Store {
     /// hard-linked where the file system allows, so it is cheap. Every
     /// acknowledged transaction up to this call is in the copy.
     pub fn checkpoint(&self, target: &Path) -> Result<(), StoreError> {
+        // So that opening the copy has (almost) nothing to index again.
+        self.index_now()?;
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         checkpoint.create_checkpoint(target)?;
         Ok(())
