@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// this many again from the log, at most about four. Default: 524288
     #[arg(long, env = "LOYALTY_INDEX_EVERY_EVENTS")]
     pub index_every_events: Option<usize>,
+    /// Longest a durable event waits in memory for the aggregate index's
+    /// writer when fewer than --index-every-events follow it. Default: 5000
+    #[arg(long, env = "LOYALTY_INDEX_WITHIN_MS")]
+    pub index_within_ms: Option<u64>,
 }
 
 /// The settings `serve` runs with, every default applied.
@@ -118,6 +122,7 @@ pub struct Settings {
     pub verify_full: bool,
     pub idempotency_retention: IdempotencyRetention,
     pub index_every_events: usize,
+    pub index_within: Duration,
     pub engine: EngineConfig,
 }
 
@@ -204,6 +209,10 @@ impl ServeArgs {
                 .or(file.index_every_events)
                 .unwrap_or(loyalty_persistence::index::INDEX_EVERY_EVENTS)
                 .max(1),
+            index_within: self.index_within_ms.or(file.index_within_ms).map_or(
+                loyalty_persistence::index::INDEX_WITHIN,
+                Duration::from_millis,
+            ),
             engine,
         })
     }
@@ -234,6 +243,14 @@ mod tests {
             settings.idempotency_retention,
             IdempotencyRetention::days(30).unwrap()
         );
+        assert_eq!(
+            settings.index_every_events,
+            loyalty_persistence::index::INDEX_EVERY_EVENTS
+        );
+        assert_eq!(
+            settings.index_within,
+            loyalty_persistence::index::INDEX_WITHIN
+        );
     }
 
     #[test]
@@ -262,7 +279,7 @@ mod tests {
         let file = dir.join("loyalty.toml");
         std::fs::write(
             &file,
-            "http_addr = \"0.0.0.0:9000\"\nsnapshot_every_events = 10\nnats_url = \"nats://n:4222\"\ndurability = \"unsafe-no-fsync\"\n",
+            "http_addr = \"0.0.0.0:9000\"\nsnapshot_every_events = 10\nnats_url = \"nats://n:4222\"\ndurability = \"unsafe-no-fsync\"\nindex_within_ms = 250\n",
         )
         .unwrap();
         let path = file.to_str().unwrap();
@@ -276,6 +293,7 @@ mod tests {
         );
         assert_eq!(settings.nats_url.as_deref(), Some("nats://n:4222"));
         assert_eq!(settings.engine.durability, Durability::UnsafeNoFsync);
+        assert_eq!(settings.index_within, Duration::from_millis(250));
         std::fs::write(&file, "no_such_option = 1\n").unwrap();
         assert!(
             serve_args(&["--config", path]).resolve().is_err(),

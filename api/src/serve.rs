@@ -52,6 +52,7 @@ fn store_options(settings: &Settings) -> StoreOptions {
     };
     options.idempotency_retention = Some(settings.idempotency_retention);
     options.index_every_events = settings.index_every_events;
+    options.index_within = settings.index_within;
     options
 }
 

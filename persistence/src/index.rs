@@ -51,6 +51,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Most versions one entry covers: a retry looking among an enrollment's
@@ -76,6 +77,15 @@ const ROUND_BATCH_ENTRIES: usize = 1024;
 /// again while its round is written.
 pub const INDEX_EVERY_EVENTS: usize = 1 << 19;
 
+/// Longest an event stays noted before a round writes it, however few
+/// events follow, unless the store's options set it
+/// ([`crate::StoreOptions::index_within`]). Without it a quiet engine
+/// would hold its last events in memory for good (a passivated
+/// enrollment's among them), and a crash after a quiet day would index
+/// them again at the next start. A round of a few events costs a write
+/// batch of a few entries.
+pub const INDEX_WITHIN: Duration = Duration::from_secs(5);
+
 /// Rounds' worth of events that may be noted while a round is being
 /// written before [`Index::note`] holds its caller back: with the round
 /// being written (at most as many), the bound on the events held in
@@ -90,6 +100,9 @@ struct Pending {
     /// Noted since the current round took its share.
     noted: Runs,
     noted_events: usize,
+    /// When the oldest event in `noted` was noted: a round is due
+    /// [`Index::within`] after it.
+    noted_since: Option<Instant>,
     /// The sequence of the newest noted event: the cursor a round taking
     /// `noted` writes.
     noted_through: u64,
@@ -131,17 +144,26 @@ pub(crate) struct Index {
     /// Held for a whole round: one round at a time, whoever runs it.
     round: Mutex<()>,
     every_events: usize,
+    /// A round is due this long after the oldest noted event, if
+    /// `every_events` did not make it due first.
+    within: Duration,
     stats: Mutex<IndexStats>,
 }
 
 impl Index {
     /// An index whose store holds every event up to `indexed_through`,
     /// after `opening` (the rounds written while the store opened).
-    pub(crate) fn new(indexed_through: u64, every_events: usize, opening: IndexStats) -> Index {
+    pub(crate) fn new(
+        indexed_through: u64,
+        every_events: usize,
+        within: Duration,
+        opening: IndexStats,
+    ) -> Index {
         Index {
             state: Mutex::new(Pending {
                 noted: Runs::new(),
                 noted_events: 0,
+                noted_since: None,
                 noted_through: indexed_through,
                 writing: None,
                 writing_events: 0,
@@ -152,6 +174,7 @@ impl Index {
             changed: Condvar::new(),
             round: Mutex::new(()),
             every_events: every_events.max(1),
+            within,
             stats: Mutex::new(opening),
         }
     }
@@ -183,7 +206,12 @@ impl Index {
         }
         pending.noted_events += events.len();
         pending.noted_through = last;
-        if pending.noted_events >= self.every_events {
+        if pending.noted_since.is_none() {
+            // The indexer waits without a deadline while nothing is
+            // noted: it learns the new one's.
+            pending.noted_since = Some(Instant::now());
+            self.changed.notify_all();
+        } else if pending.noted_events >= self.every_events {
             self.changed.notify_all();
         }
         while pending.noted_events >= self.every_events * NOTED_ROUNDS_MAX
@@ -266,6 +294,7 @@ impl Index {
             }
             let runs = Arc::new(std::mem::replace(&mut pending.noted, next));
             let events = std::mem::take(&mut pending.noted_events);
+            pending.noted_since = None;
             pending.writing = Some(runs.clone());
             pending.writing_events = events;
             pending.last_round_aggregates = runs.len();
@@ -298,21 +327,37 @@ impl Index {
         written.map(|_| true)
     }
 
-    /// The indexer thread's loop: a round whenever one is due, and a last
-    /// one when the store closes, so a clean close leaves nothing to index
-    /// again at the next open.
+    /// The indexer thread's loop: a round whenever one is due (enough
+    /// events noted, or the oldest of them noted [`Index::within`] ago),
+    /// and a last one when the store closes, so a clean close leaves
+    /// nothing to index again at the next open.
     fn run(&self, db: &DB) {
         loop {
             let stopping = {
                 let mut pending = self.lock();
-                while !pending.stopping
-                    && pending.failed.is_none()
-                    && pending.noted_events < self.every_events
-                {
-                    pending = self
-                        .changed
-                        .wait(pending)
-                        .unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if pending.stopping
+                        || pending.failed.is_some()
+                        || pending.noted_events >= self.every_events
+                    {
+                        break;
+                    }
+                    pending = match pending.noted_since {
+                        None => self
+                            .changed
+                            .wait(pending)
+                            .unwrap_or_else(|e| e.into_inner()),
+                        Some(since) => {
+                            let waited = since.elapsed();
+                            if waited >= self.within {
+                                break;
+                            }
+                            self.changed
+                                .wait_timeout(pending, self.within - waited)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                        }
+                    };
                 }
                 if pending.failed.is_some() {
                     return;

@@ -55,6 +55,10 @@ pub struct StoreOptions {
     /// ([`index`](crate::index)). Tests set a few, so that rounds, and
     /// kills between them, happen within a short run.
     pub index_every_events: usize,
+    /// Longest an event waits in memory for the aggregate index's writer
+    /// when fewer than `index_every_events` follow it
+    /// ([`index::INDEX_WITHIN`]).
+    pub index_within: std::time::Duration,
 }
 
 impl StoreOptions {
@@ -66,6 +70,7 @@ impl StoreOptions {
             memtable_buckets: MEMTABLE_BUCKETS,
             idempotency_retention: None,
             index_every_events: index::INDEX_EVERY_EVENTS,
+            index_within: index::INDEX_WITHIN,
         }
     }
 }
@@ -408,6 +413,7 @@ impl Store {
         let index = Arc::new(Index::new(
             report.next_sequence - 1,
             options.index_every_events,
+            options.index_within,
             opening,
         ));
         let indexer = Indexer::start(index.clone(), db.clone())?;

@@ -11,9 +11,19 @@ use loyalty_persistence::index::ENTRY_VERSIONS_MAX;
 use loyalty_persistence::keys::Cf;
 use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 mod common;
+
+/// Options whose rounds come only when a test asks for one or a count
+/// makes it due, never because time passed: what a test finds indexed
+/// does not depend on how fast it ran.
+fn untimed(path: &Path) -> StoreOptions {
+    let mut options = StoreOptions::new(path);
+    options.index_within = Duration::from_secs(3600);
+    options
+}
 
 fn record(aggregate: Uuid, version: u64) -> LogRecord {
     let business = Business {
@@ -120,7 +130,7 @@ fn own_versions_only(options: StoreOptions) {
 #[test]
 fn a_round_writes_one_entry_per_aggregate() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    let (store, _) = Store::open(&untimed(dir.path())).unwrap();
     let aggregates = [10, 11, 12].map(Uuid::from_u128);
     append(&store, &aggregates, 1, 5);
     assert_eq!(store.index_stats().pending_events, 15);
@@ -196,7 +206,7 @@ fn check_windows(store: &Store, aggregate: Uuid, newest: u64) {
 fn events_a_crash_left_unindexed_are_indexed_when_the_store_opens() {
     let aggregates = [10, 11, u128::MAX].map(Uuid::from_u128);
     let open = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&StoreOptions::new(open.path())).unwrap();
+    let (store, _) = Store::open(&untimed(open.path())).unwrap();
     append(&store, &aggregates, 1, 5);
     store.index_now().unwrap();
     append(&store, &aggregates, 6, 8);
@@ -204,7 +214,7 @@ fn events_a_crash_left_unindexed_are_indexed_when_the_store_opens() {
     drop(store);
     for every in [2, 1000] {
         let image = common::crash_image(crashed.path());
-        let mut options = StoreOptions::new(image.path());
+        let mut options = untimed(image.path());
         options.index_every_events = every;
         let (store, report) = Store::open(&options).unwrap();
         assert_eq!(
@@ -285,4 +295,98 @@ fn overlapping_entries_are_merged_and_a_missing_version_is_damage() {
     let (store, _) = Store::open(&options).unwrap();
     let err = store.aggregate_events(aggregate, 15, u64::MAX).unwrap_err();
     assert!(err.to_string().contains("not a list of sequences"), "{err}");
+}
+
+/// A quiet store does not keep its last events in memory (nor leave them
+/// to a restart after a crash to index again): a round writes them
+/// `index_within` after the oldest was noted, however few they are.
+#[test]
+fn a_quiet_store_indexes_its_few_last_events_within_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.index_within = Duration::from_millis(50);
+    let (store, _) = Store::open(&options).unwrap();
+    let aggregates = [10, 11, 12].map(Uuid::from_u128);
+    for round in 1..=2u64 {
+        append(&store, &aggregates, 2 * round - 1, 2 * round);
+        let noted = Instant::now();
+        while store.index_stats().pending_events > 0 {
+            assert!(
+                noted.elapsed() < Duration::from_secs(30),
+                "round {round}: {:?} still pending",
+                store.index_stats()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = store.index_stats();
+        assert_eq!(
+            (stats.rounds, stats.events, stats.entries),
+            (round, 6 * round, 3 * round),
+            "far fewer than index_every_events ({}), written all the same",
+            options.index_every_events
+        );
+    }
+    let image = common::crash_image(dir.path());
+    drop(store);
+    let (store, report) = Store::open(&untimed(image.path())).unwrap();
+    assert_eq!(report.events_indexed, 0, "nothing left to index again");
+    check(&store, &aggregates, 4);
+}
+
+/// Data formats up to 4 wrote one entry per event, keyed by its own
+/// version: such entries read as they are, beside the rounds' entries of
+/// many versions that later writes add.
+#[test]
+fn entries_of_one_event_each_read_as_they_are_beside_a_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let aggregate = Uuid::from_u128(21);
+    let neighbour = Uuid::from_u128(22);
+    let sequences: Vec<u64> = {
+        let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+        append(&store, &[aggregate, neighbour], 1, 4);
+        store
+            .aggregate_events(aggregate, 1, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect()
+    };
+    // The round's entry of versions 1..=4 replaced by four of one version.
+    {
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path(),
+            Cf::ALL.map(Cf::name),
+        )
+        .unwrap();
+        let cf = db.cf_handle("aggregate").unwrap();
+        db.delete_cf(cf, entry(aggregate, &sequences, 4).0).unwrap();
+        for (version, seq) in (1..=4).zip(&sequences) {
+            let (key, value) = entry(aggregate, &[*seq], version);
+            db.put_cf(cf, key, value).unwrap();
+        }
+        let keys = db
+            .prefix_iterator_cf(cf, aggregate.as_bytes())
+            .map(|item| item.unwrap().0)
+            .take_while(|key| key.starts_with(aggregate.as_bytes()))
+            .count();
+        assert_eq!(keys, 4, "one entry per version, as format 4 wrote");
+    }
+    let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+    check(&store, &[aggregate, neighbour], 4);
+    for (from, to) in [(2, 2), (2, 3), (4, u64::MAX)] {
+        let versions: Vec<u64> = store
+            .aggregate_events(aggregate, from, to)
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.version)
+            .collect();
+        assert_eq!(versions, (from..=to.min(4)).collect::<Vec<_>>());
+    }
+    append(&store, &[aggregate, neighbour], 5, 7);
+    store.index_now().unwrap();
+    check(&store, &[aggregate, neighbour], 7);
+    drop(store);
+    let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+    check(&store, &[aggregate, neighbour], 7);
 }
