@@ -111,8 +111,8 @@ struct Pending {
     /// The events in `writing`.
     writing_events: usize,
     /// Aggregates in the last round taken: room made up front for the
-    /// next one, so that `note` does not regrow the map on the commit
-    /// thread.
+    /// one after a full round, so that `note` does not regrow the map on
+    /// the commit thread.
     last_round_aggregates: usize,
     /// Why a round's write failed; the store takes no more writes.
     failed: Option<String>,
@@ -283,7 +283,19 @@ impl Index {
     pub(crate) fn round(&self, db: &DB) -> Result<bool, StoreError> {
         let _one_at_a_time = self.round.lock().unwrap_or_else(|e| e.into_inner());
         // Allocated before the lock is taken: `note` waits for none of it.
-        let next = Runs::with_capacity(self.lock().last_round_aggregates);
+        // Only after a full round, when another is likely to follow: a
+        // round the clock or a flush made due is a quiet spell's, and an
+        // empty map made for a busy one's aggregates would hold tens of
+        // bytes per aggregate in memory until the next round.
+        let capacity = {
+            let pending = self.lock();
+            if pending.noted_events >= self.every_events {
+                pending.last_round_aggregates
+            } else {
+                0
+            }
+        };
+        let next = Runs::with_capacity(capacity);
         let (runs, events, through) = {
             let mut pending = self.lock();
             if let Some(cause) = &pending.failed {
