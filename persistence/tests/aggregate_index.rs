@@ -176,15 +176,25 @@ fn a_long_run_is_split_over_entries_that_read_back_whole() {
 /// Windows that start, end and cross the entries' boundaries.
 fn check_windows(store: &Store, aggregate: Uuid, newest: u64) {
     let edge = ENTRY_VERSIONS_MAX as u64;
-    for (from, to) in [
-        (1, 1),
-        (edge, edge),
-        (edge - 3, edge + 3),
-        (edge + 1, 2 * edge + 1),
-        (2 * edge, newest),
-        (newest, newest),
-        (newest, u64::MAX),
-    ] {
+    check_versions_in(
+        store,
+        aggregate,
+        newest,
+        &[
+            (1, 1),
+            (edge, edge),
+            (edge - 3, edge + 3),
+            (edge + 1, 2 * edge + 1),
+            (2 * edge, newest),
+            (newest, newest),
+            (newest, u64::MAX),
+        ],
+    );
+}
+
+/// Each window `from..=to` reads back exactly its versions up to `newest`.
+fn check_versions_in(store: &Store, aggregate: Uuid, newest: u64, windows: &[(u64, u64)]) {
+    for &(from, to) in windows {
         let versions: Vec<u64> = store
             .aggregate_events(aggregate, from, to)
             .unwrap()
@@ -235,6 +245,16 @@ fn events_a_crash_left_unindexed_are_indexed_when_the_store_opens() {
     }
 }
 
+/// The log sequences of an aggregate's versions, oldest first.
+fn sequences_of(store: &Store, aggregate: Uuid) -> Vec<u64> {
+    store
+        .aggregate_events(aggregate, 1, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect()
+}
+
 /// The data directory as RocksDB alone sees it, to write entries the
 /// store would not.
 fn raw_put(dir: &Path, key: &[u8], value: &[u8]) {
@@ -264,12 +284,7 @@ fn overlapping_entries_are_merged_and_a_missing_version_is_damage() {
     let sequences: Vec<u64> = {
         let (store, _) = Store::open(&options).unwrap();
         append(&store, &[aggregate], 1, 8);
-        store
-            .aggregate_events(aggregate, 1, u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .collect()
+        sequences_of(&store, aggregate)
     };
     // Versions 3..=6 again, under a key of their own.
     let (key, value) = entry(aggregate, &sequences[2..6], 6);
@@ -344,12 +359,7 @@ fn entries_of_one_event_each_read_as_they_are_beside_a_rounds() {
     let sequences: Vec<u64> = {
         let (store, _) = Store::open(&untimed(dir.path())).unwrap();
         append(&store, &[aggregate, neighbour], 1, 4);
-        store
-            .aggregate_events(aggregate, 1, u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .collect()
+        sequences_of(&store, aggregate)
     };
     // The round's entry of versions 1..=4 replaced by four of one version.
     {
@@ -374,15 +384,7 @@ fn entries_of_one_event_each_read_as_they_are_beside_a_rounds() {
     }
     let (store, _) = Store::open(&untimed(dir.path())).unwrap();
     check(&store, &[aggregate, neighbour], 4);
-    for (from, to) in [(2, 2), (2, 3), (4, u64::MAX)] {
-        let versions: Vec<u64> = store
-            .aggregate_events(aggregate, from, to)
-            .unwrap()
-            .iter()
-            .map(|(_, r)| r.version)
-            .collect();
-        assert_eq!(versions, (from..=to.min(4)).collect::<Vec<_>>());
-    }
+    check_versions_in(&store, aggregate, 4, &[(2, 2), (2, 3), (4, u64::MAX)]);
     append(&store, &[aggregate, neighbour], 5, 7);
     store.index_now().unwrap();
     check(&store, &[aggregate, neighbour], 7);
