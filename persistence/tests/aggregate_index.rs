@@ -8,22 +8,12 @@
 use loyalty_engine::catalog::{Business, CatalogEvent};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
 use loyalty_persistence::index::ENTRY_VERSIONS_MAX;
-use loyalty_persistence::keys::Cf;
 use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 mod common;
-
-/// Options whose rounds come only when a test asks for one or a count
-/// makes it due, never because time passed: what a test finds indexed
-/// does not depend on how fast it ran.
-fn untimed(path: &Path) -> StoreOptions {
-    let mut options = StoreOptions::new(path);
-    options.index_within = Duration::from_secs(3600);
-    options
-}
 
 fn record(aggregate: Uuid, version: u64) -> LogRecord {
     let business = Business {
@@ -130,7 +120,7 @@ fn own_versions_only(options: StoreOptions) {
 #[test]
 fn a_round_writes_one_entry_per_aggregate() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+    let (store, _) = Store::open(&common::untimed(dir.path())).unwrap();
     let aggregates = [10, 11, 12].map(Uuid::from_u128);
     append(&store, &aggregates, 1, 5);
     assert_eq!(store.index_stats().pending_events, 15);
@@ -216,7 +206,7 @@ fn check_versions_in(store: &Store, aggregate: Uuid, newest: u64, windows: &[(u6
 fn events_a_crash_left_unindexed_are_indexed_when_the_store_opens() {
     let aggregates = [10, 11, u128::MAX].map(Uuid::from_u128);
     let open = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&untimed(open.path())).unwrap();
+    let (store, _) = Store::open(&common::untimed(open.path())).unwrap();
     append(&store, &aggregates, 1, 5);
     store.index_now().unwrap();
     append(&store, &aggregates, 6, 8);
@@ -224,7 +214,7 @@ fn events_a_crash_left_unindexed_are_indexed_when_the_store_opens() {
     drop(store);
     for every in [2, 1000] {
         let image = common::crash_image(crashed.path());
-        let mut options = untimed(image.path());
+        let mut options = common::untimed(image.path());
         options.index_every_events = every;
         let (store, report) = Store::open(&options).unwrap();
         assert_eq!(
@@ -258,8 +248,7 @@ fn sequences_of(store: &Store, aggregate: Uuid) -> Vec<u64> {
 /// The data directory as RocksDB alone sees it, to write entries the
 /// store would not.
 fn raw_put(dir: &Path, key: &[u8], value: &[u8]) {
-    let db =
-        rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, Cf::ALL.map(Cf::name)).unwrap();
+    let db = common::raw_db(dir);
     db.put_cf(db.cf_handle("aggregate").unwrap(), key, value)
         .unwrap();
 }
@@ -343,7 +332,7 @@ fn a_quiet_store_indexes_its_few_last_events_within_its_time() {
     }
     let image = common::crash_image(dir.path());
     drop(store);
-    let (store, report) = Store::open(&untimed(image.path())).unwrap();
+    let (store, report) = Store::open(&common::untimed(image.path())).unwrap();
     assert_eq!(report.events_indexed, 0, "nothing left to index again");
     check(&store, &aggregates, 4);
 }
@@ -357,18 +346,13 @@ fn entries_of_one_event_each_read_as_they_are_beside_a_rounds() {
     let aggregate = Uuid::from_u128(21);
     let neighbour = Uuid::from_u128(22);
     let sequences: Vec<u64> = {
-        let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+        let (store, _) = Store::open(&common::untimed(dir.path())).unwrap();
         append(&store, &[aggregate, neighbour], 1, 4);
         sequences_of(&store, aggregate)
     };
     // The round's entry of versions 1..=4 replaced by four of one version.
     {
-        let db = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            dir.path(),
-            Cf::ALL.map(Cf::name),
-        )
-        .unwrap();
+        let db = common::raw_db(dir.path());
         let cf = db.cf_handle("aggregate").unwrap();
         db.delete_cf(cf, entry(aggregate, &sequences, 4).0).unwrap();
         for (version, seq) in (1..=4).zip(&sequences) {
@@ -382,13 +366,13 @@ fn entries_of_one_event_each_read_as_they_are_beside_a_rounds() {
             .count();
         assert_eq!(keys, 4, "one entry per version, as format 4 wrote");
     }
-    let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+    let (store, _) = Store::open(&common::untimed(dir.path())).unwrap();
     check(&store, &[aggregate, neighbour], 4);
     check_versions_in(&store, aggregate, 4, &[(2, 2), (2, 3), (4, u64::MAX)]);
     append(&store, &[aggregate, neighbour], 5, 7);
     store.index_now().unwrap();
     check(&store, &[aggregate, neighbour], 7);
     drop(store);
-    let (store, _) = Store::open(&untimed(dir.path())).unwrap();
+    let (store, _) = Store::open(&common::untimed(dir.path())).unwrap();
     check(&store, &[aggregate, neighbour], 7);
 }

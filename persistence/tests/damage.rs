@@ -4,11 +4,9 @@
 use loyalty_engine::catalog::{Business, CatalogEvent};
 use loyalty_engine::{BusinessId, DomainEvent, EventId, Timestamp};
 use loyalty_persistence::envelope::{self, Kind};
-use loyalty_persistence::keys::Cf;
 use loyalty_persistence::{CommitGroup, LogRecord, Store, StoreError, StoreOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use uuid::Uuid;
 
 mod common;
@@ -24,11 +22,7 @@ fn write_log(dir: &Path, flush: bool) {
 
 /// The same, leaving the store open.
 fn write_log_open(dir: &Path, flush: bool) -> Store {
-    let mut options = StoreOptions::new(dir);
-    // Rounds only when a test asks (a clean close, a flush): what a crash
-    // image holds does not depend on how long the writes took.
-    options.index_within = Duration::from_secs(3600);
-    let (store, report) = Store::open(&options).unwrap();
+    let (store, report) = Store::open(&common::untimed(dir)).unwrap();
     let mut next = report.next_sequence;
     for b in 0..BATCHES {
         let mut group = CommitGroup::default();
@@ -175,13 +169,8 @@ fn a_torn_last_write_is_dropped_and_everything_before_it_kept() {
     assert_eq!(store.aggregate_version(dropped).unwrap(), None);
 }
 
-/// The data directory as RocksDB alone sees it (no engine options).
-fn raw_db(dir: &Path) -> rocksdb::DB {
-    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, Cf::ALL.map(Cf::name)).unwrap()
-}
-
 fn set_format(dir: &Path, format: u32) {
-    let db = raw_db(dir);
+    let db = common::raw_db(dir);
     let meta = db.cf_handle("meta").unwrap();
     let value = envelope::encode(Kind::Meta, &format).unwrap();
     db.put_cf(meta, b"format", value).unwrap();
@@ -192,7 +181,7 @@ fn set_format(dir: &Path, format: u32) {
 }
 
 fn format(dir: &Path) -> u32 {
-    let db = raw_db(dir);
+    let db = common::raw_db(dir);
     let meta = db.cf_handle("meta").unwrap();
     let value = db.get_cf(meta, b"format").unwrap().unwrap();
     envelope::decode(Kind::Meta, &value, || "meta/format".into()).unwrap()
@@ -259,7 +248,7 @@ fn a_directory_without_its_index_cursor_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), false);
     {
-        let db = raw_db(dir.path());
+        let db = common::raw_db(dir.path());
         let meta = db.cf_handle("meta").unwrap();
         db.delete_cf(meta, b"index-cursor").unwrap();
     }

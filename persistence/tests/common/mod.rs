@@ -48,3 +48,22 @@ pub fn crash_image(dir: &std::path::Path) -> tempfile::TempDir {
     }
     image
 }
+
+/// Store options whose aggregate index rounds come only when a test asks
+/// for one (a flush, a clean close) or a count makes one due, never because
+/// time passed: what a test finds indexed, or what a crash image holds,
+/// does not depend on how fast it ran.
+#[allow(dead_code)] // Not every test file counts rounds.
+pub fn untimed(path: &std::path::Path) -> loyalty_persistence::StoreOptions {
+    let mut options = loyalty_persistence::StoreOptions::new(path);
+    options.index_within = std::time::Duration::from_secs(3600);
+    options
+}
+
+/// The data directory as RocksDB alone sees it (no engine options), to
+/// write what the store would not.
+#[allow(dead_code)] // Not every test file damages a directory.
+pub fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    use loyalty_persistence::keys::Cf;
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, Cf::ALL.map(Cf::name)).unwrap()
+}
